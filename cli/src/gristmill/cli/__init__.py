@@ -1,0 +1,1 @@
+"""The ``gristmill`` command: the composition root that wires services together."""

@@ -1,0 +1,75 @@
+"""``gristmill`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gristmill.common.errors import GristmillError
+from gristmill.common.log_config import configure_logging
+from gristmill.common.settings import load_settings
+
+__all__ = ["main"]
+
+SERVICES = ("gateway", "dispatcher", "worker", "scheduler", "triggers")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gristmill", description="Scripts to production: APIs, jobs, flows and triggers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run everything in one process (standalone)")
+    up.add_argument("--port", type=int, help="HTTP port (GRISTMILL_HTTP_PORT)")
+    up.add_argument("--workers", type=int, help="worker loops (GRISTMILL_WORKERS)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    for name in SERVICES:
+        service = commands.add_parser(name, help=f"run the {name} service alone (distributed)")
+        if name == "gateway":
+            service.add_argument("--port", type=int, help="HTTP port (GRISTMILL_HTTP_PORT)")
+        if name == "worker":
+            service.add_argument("--workers", type=int, help="job loops in this process")
+    broker = commands.add_parser("broker", help="run a local Kafka-protocol broker for development")
+    broker.add_argument("--port", type=int, default=9092)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {
+            "http_port": getattr(args, "port", None) if args.command != "broker" else None,
+            "workers": getattr(args, "workers", None),
+        }
+        if args.command in SERVICES:
+            overrides["bus"] = "kafka"
+        settings = load_settings(**overrides)
+    except GristmillError as exc:
+        print(f"gristmill: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "broker":
+        from gristmill.cli.broker import run_broker
+
+        return run_broker(args.port)
+
+    from gristmill.cli import runtime
+
+    try:
+        if args.command == "up":
+            asyncio.run(runtime.run_standalone(settings))
+        elif args.command == "migrate":
+            asyncio.run(runtime.run_migrate(settings))
+        else:
+            asyncio.run(runtime.run_service(args.command, settings))
+    except KeyboardInterrupt:
+        return 130
+    except GristmillError as exc:
+        print(f"gristmill: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

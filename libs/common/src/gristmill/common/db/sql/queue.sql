@@ -1,0 +1,270 @@
+-- Named queries of the job queue (gristmill.common.queue).
+
+-- name: insert_jobs
+-- Batch insert; idempotent on job id and on (workspace, idempotency key).
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::smallint[], $13::text[],
+        $14::text[], $15::text[], $16::text[], $17::uuid[], $18::uuid[], $19::text[],
+        $20::float8[], $21::jsonb[], $22::text[], $23::int[], $24::jsonb[], $25::timestamptz[]
+    ) AS t(
+        id, workspace_id, kind, runnable_path, runnable_hash, language, code,
+        lock, flow_value, args, tag, priority, created_by,
+        trigger_kind, trigger_source, idempotency_key, parent_job, root_job, flow_step,
+        timeout_s, retry, concurrency_key, concurrency_limit, meta, scheduled_for
+    )
+), inserted AS (
+    INSERT INTO jobs (
+        id, workspace_id, kind, runnable_path, runnable_hash, language, code,
+        lock, flow_value, args, tag, priority, created_by,
+        trigger_kind, trigger_source, idempotency_key, parent_job, root_job, flow_step,
+        timeout_s, retry, concurrency_key, concurrency_limit, meta, scheduled_for
+    )
+    SELECT
+        id, workspace_id, kind, runnable_path, runnable_hash, language, code,
+        lock, flow_value, args, tag, priority, created_by,
+        trigger_kind, trigger_source, idempotency_key, parent_job, root_job, flow_step,
+        timeout_s, retry, concurrency_key, concurrency_limit, meta,
+        COALESCE(scheduled_for, now())
+    FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING id, workspace_id, tag, priority, scheduled_for, concurrency_key, concurrency_limit
+)
+INSERT INTO job_queue (
+    id, workspace_id, tag, priority, scheduled_for, concurrency_key, concurrency_limit
+)
+SELECT id, workspace_id, tag, priority, scheduled_for, concurrency_key, concurrency_limit
+FROM inserted
+RETURNING id, tag, scheduled_for;
+
+-- name: notify_tags
+SELECT pg_notify('gristmill_jobs', tag) FROM unnest($1::text[]) AS t(tag);
+
+-- name: claim
+WITH candidates AS (
+    SELECT q.id
+    FROM job_queue q
+    WHERE NOT q.running
+      AND q.tag = ANY($1::text[])
+      AND q.scheduled_for <= now()
+      AND (
+          q.concurrency_key IS NULL
+          OR NOT EXISTS (
+              SELECT 1 FROM concurrency_slots s
+              WHERE s.key = q.concurrency_key AND s.running >= q.concurrency_limit
+          )
+      )
+    ORDER BY q.priority DESC, q.scheduled_for, q.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE job_queue q
+    SET running = true, worker = $3, started_at = now(), attempt = q.attempt + 1
+    FROM candidates c
+    WHERE q.id = c.id
+    RETURNING q.id, q.attempt, q.restarts, q.started_at, q.concurrency_key, q.concurrency_limit
+), runtime AS (
+    INSERT INTO job_runtime (id) SELECT id FROM claimed
+    ON CONFLICT (id) DO UPDATE SET ping = now(), memory_peak_kb = NULL
+)
+SELECT
+    c.id, c.attempt, c.restarts, c.started_at, c.concurrency_key, c.concurrency_limit,
+    j.workspace_id, j.kind, j.runnable_path, j.runnable_hash, j.language, j.code, j.lock,
+    j.flow_value, j.args, j.tag, j.priority, j.created_by, j.trigger_kind, j.trigger_source,
+    j.parent_job, j.root_job, j.flow_step, j.timeout_s, j.retry, j.meta, j.created_at
+FROM claimed c
+JOIN jobs j ON j.id = c.id
+ORDER BY j.priority DESC, j.scheduled_for, j.id;
+
+-- name: acquire_slot
+INSERT INTO concurrency_slots AS s (key, running) VALUES ($1, 1)
+ON CONFLICT (key) DO UPDATE SET running = s.running + 1 WHERE s.running < $2
+RETURNING running;
+
+-- name: unclaim
+-- Give back a claim that could not get its concurrency slot (same transaction as the claim).
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL, started_at = NULL, attempt = attempt - 1
+    WHERE id = $1
+    RETURNING id
+)
+DELETE FROM job_runtime r USING q WHERE r.id = q.id;
+
+-- name: finish
+-- End a job this worker holds (guarded by worker and attempt): exactly once.
+WITH done AS (
+    DELETE FROM job_queue
+    WHERE id = $1 AND running AND worker = $2 AND attempt = $3
+    RETURNING id, workspace_id, started_at, attempt, worker, concurrency_key, canceled_by
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM done WHERE s.key = done.concurrency_key
+)
+INSERT INTO jobs_completed (
+    id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+    duration_ms, attempt, worker, canceled_by, memory_peak_kb
+)
+SELECT
+    id, workspace_id, $4, $5, $6, $7, started_at, now(),
+    COALESCE($8, (extract(epoch FROM now() - started_at) * 1000)::int),
+    attempt, worker, canceled_by, $9
+FROM done
+ON CONFLICT (id) DO NOTHING
+RETURNING id, completed_at;
+
+-- name: finish_forced
+-- End a job whatever worker holds it (zombie, timeout, cancel of a queued job).
+WITH done AS (
+    DELETE FROM job_queue
+    WHERE id = $1 AND attempt = $2
+    RETURNING id, workspace_id, started_at, attempt, worker, running, concurrency_key,
+              canceled_by
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM done WHERE s.key = done.concurrency_key AND done.running
+)
+INSERT INTO jobs_completed (
+    id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+    duration_ms, attempt, worker, canceled_by
+)
+SELECT
+    id, workspace_id, $3, NULL, $4, $5, started_at, now(),
+    (extract(epoch FROM now() - started_at) * 1000)::int, attempt, worker,
+    COALESCE(canceled_by, $6)
+FROM done
+ON CONFLICT (id) DO NOTHING
+RETURNING id, completed_at;
+
+-- name: requeue
+-- Put a running job back after a failure; it runs again at scheduled_for.
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL, started_at = NULL,
+        scheduled_for = now() + make_interval(secs => $4::float8),
+        restarts = restarts + $5::int
+    WHERE id = $1 AND running AND worker = $2 AND attempt = $3 AND NOT cancel_requested
+    RETURNING id, concurrency_key
+), runtime AS (
+    DELETE FROM job_runtime r USING q WHERE r.id = q.id
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM q WHERE s.key = q.concurrency_key
+)
+SELECT id FROM q;
+
+-- name: heartbeat
+-- Refresh the pings of this worker's jobs; return those it must stop
+-- (cancel requested, or no longer its own).
+WITH pinged AS (
+    UPDATE job_runtime r SET ping = now()
+    FROM job_queue q
+    WHERE r.id = ANY($1::uuid[]) AND q.id = r.id AND q.running AND q.worker = $2
+    RETURNING r.id
+)
+SELECT u.id, COALESCE(q.cancel_requested, false) AS cancel_requested
+FROM unnest($1::uuid[]) AS u(id)
+LEFT JOIN job_queue q ON q.id = u.id
+WHERE q.id IS NULL OR q.cancel_requested OR NOT q.running OR q.worker IS DISTINCT FROM $2;
+
+-- name: lock_queued
+SELECT id, running, worker, attempt, cancel_requested
+FROM job_queue WHERE id = $1 FOR UPDATE;
+
+-- name: request_cancel
+UPDATE job_queue
+SET cancel_requested = true, canceled_by = $2, cancel_reason = $3
+WHERE id = $1;
+
+-- name: find_zombies
+SELECT q.id, q.worker, q.attempt, q.restarts, q.cancel_requested, q.canceled_by,
+       q.cancel_reason, r.ping
+FROM job_queue q
+JOIN job_runtime r ON r.id = q.id
+WHERE q.running AND r.ping < now() - make_interval(secs => $1::float8)
+ORDER BY r.ping
+LIMIT $2
+FOR UPDATE OF q SKIP LOCKED;
+
+-- name: requeue_zombie
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL, started_at = NULL, scheduled_for = now(),
+        restarts = restarts + 1
+    WHERE id = $1 AND attempt = $2 AND running
+    RETURNING id, concurrency_key
+), runtime AS (
+    DELETE FROM job_runtime r USING q WHERE r.id = q.id
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM q WHERE s.key = q.concurrency_key
+)
+SELECT id FROM q;
+
+-- name: find_timed_out
+SELECT q.id, q.attempt, j.timeout_s
+FROM job_queue q
+JOIN jobs j ON j.id = q.id
+WHERE q.running
+  AND j.timeout_s IS NOT NULL
+  AND q.started_at < now() - make_interval(secs => j.timeout_s + $1::float8)
+LIMIT $2
+FOR UPDATE OF q SKIP LOCKED;
+
+-- name: purge_completed
+WITH old AS (
+    SELECT id FROM jobs_completed
+    WHERE completed_at < now() - make_interval(secs => $1::float8)
+    ORDER BY completed_at
+    LIMIT $2
+), logs AS (
+    DELETE FROM job_logs l USING old WHERE l.job_id = old.id
+)
+DELETE FROM jobs j USING old WHERE j.id = old.id
+RETURNING j.id;
+
+-- name: append_log
+INSERT INTO job_logs (job_id, seq, chunk)
+VALUES ($1, COALESCE((SELECT max(seq) + 1 FROM job_logs WHERE job_id = $1), 0), $2);
+
+-- name: read_logs
+SELECT seq, chunk FROM job_logs WHERE job_id = $1 AND seq >= $2 ORDER BY seq;
+
+-- name: job_state
+SELECT
+    j.id, j.workspace_id, j.kind, j.runnable_path, j.runnable_hash, j.language, j.args,
+    j.tag, j.priority, j.created_by, j.trigger_kind, j.trigger_source, j.parent_job,
+    j.root_job, j.flow_step, j.created_at, j.scheduled_for,
+    q.running, q.worker AS queue_worker, q.started_at AS queue_started_at,
+    q.attempt AS queue_attempt, q.cancel_requested,
+    c.status, c.result, c.error, c.exit_reason, c.started_at AS completed_started_at,
+    c.completed_at, c.duration_ms, c.attempt AS completed_attempt, c.worker AS completed_worker,
+    c.canceled_by, c.memory_peak_kb
+FROM jobs j
+LEFT JOIN job_queue q ON q.id = j.id
+LEFT JOIN jobs_completed c ON c.id = j.id
+WHERE j.id = $1 AND j.workspace_id = $2;
+
+-- name: insert_dead_letter
+INSERT INTO dead_letters (source, partition, "offset", key, payload, error)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING;
+
+-- name: insert_failed_job
+-- A request that was understood but cannot run (unknown script, bad args, ...):
+-- recorded as a failed job so that whoever holds its id sees why.
+WITH j AS (
+    INSERT INTO jobs (
+        id, workspace_id, kind, runnable_path, args, tag, priority, created_by,
+        trigger_kind, trigger_source, idempotency_key, parent_job, root_job, flow_step,
+        scheduled_for
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $11, $12, $13, now())
+    ON CONFLICT DO NOTHING
+    RETURNING id, workspace_id
+)
+INSERT INTO jobs_completed (id, workspace_id, status, error, exit_reason, duration_ms)
+SELECT id, workspace_id, 'failure', $14, 'error', 0 FROM j
+ON CONFLICT (id) DO NOTHING;

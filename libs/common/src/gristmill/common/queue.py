@@ -1,0 +1,600 @@
+"""The job queue on Postgres.
+
+Lifecycle of a job (see docs/adr/0003-queue-tables.md):
+
+``enqueue`` writes the immutable definition (``jobs``) and a claimable row
+(``job_queue``). ``claim`` takes rows with ``FOR UPDATE SKIP LOCKED`` in claim order
+(priority, then ``scheduled_for``), honouring per-key concurrency limits. The worker
+``heartbeat``s its jobs (``job_runtime``), and ends each with ``complete``/``fail``
+— guarded by worker and attempt so that a job is completed exactly once even if it
+was recovered meanwhile. ``fail`` with a retry policy puts the row back with a later
+``scheduled_for``. ``recover_zombies`` requeues (or fails) jobs whose worker stopped
+pinging; ``enforce_timeouts`` fails jobs past their deadline; ``purge`` keeps history
+bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from gristmill.common.contracts.jobs import ExitReason, JobError, JobStatus
+from gristmill.common.contracts.runs import RetryPolicy
+from gristmill.common.db.queries import load_queries
+from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
+
+__all__ = [
+    "CancelOutcome",
+    "ClaimedJob",
+    "FailOutcome",
+    "NewJob",
+    "Queue",
+    "QueueLimits",
+    "validate_tag",
+]
+
+_log = structlog.get_logger(__name__)
+_Q = load_queries("queue.sql")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_json = msgspec.json.Encoder()
+#: Channel on which enqueues announce the tags that got new jobs.
+WAKE_CHANNEL = "gristmill_jobs"
+
+
+class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
+    max_args_bytes: int = 5 * 1024 * 1024
+    max_priority: int = 100
+    max_code_bytes: int = 2 * 1024 * 1024
+
+
+class NewJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job ready to be inserted: the runnable is already resolved."""
+
+    id: uuid.UUID
+    workspace: str
+    kind: str
+    tag: str
+    created_by: str
+    trigger_kind: str
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    runnable_path: str | None = None
+    runnable_hash: str | None = None
+    language: str | None = None
+    code: str | None = None
+    lock: str | None = None
+    flow_value: dict[str, Any] | None = None
+    priority: int = 0
+    trigger_source: str | None = None
+    idempotency_key: str | None = None
+    parent_job: uuid.UUID | None = None
+    root_job: uuid.UUID | None = None
+    flow_step: str | None = None
+    timeout_s: float | None = None
+    retry: RetryPolicy | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
+    scheduled_for: datetime | None = None
+
+
+class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job a worker holds. ``(id, worker, attempt)`` is the lease."""
+
+    id: uuid.UUID
+    worker: str
+    attempt: int
+    restarts: int
+    started_at: datetime
+    workspace: str
+    kind: str
+    tag: str
+    priority: int
+    created_by: str
+    trigger_kind: str
+    args: dict[str, Any]
+    created_at: datetime
+    runnable_path: str | None = None
+    runnable_hash: str | None = None
+    language: str | None = None
+    code: str | None = None
+    lock: str | None = None
+    flow_value: dict[str, Any] | None = None
+    trigger_source: str | None = None
+    parent_job: uuid.UUID | None = None
+    root_job: uuid.UUID | None = None
+    flow_step: str | None = None
+    timeout_s: float | None = None
+    retry: RetryPolicy | None = None
+    concurrency_key: str | None = None
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class FailOutcome(StrEnum):
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+
+
+class CancelOutcome(StrEnum):
+    CANCELED = "canceled"  # was queued; now completed as canceled
+    REQUESTED = "requested"  # running; its worker will stop it
+    ALREADY_COMPLETED = "already_completed"
+
+
+def validate_tag(tag: str, *, location: str = "tag") -> str:
+    if not _TAG.match(tag):
+        raise InvalidRequest(
+            f"invalid tag {tag!r}: use 1-64 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit",
+            location=location,
+        )
+    return tag
+
+
+def _validate(job: NewJob, limits: QueueLimits, index: int) -> None:
+    where = f"jobs[{index}]"
+    validate_tag(job.tag, location=f"{where}.tag")
+    if not 0 <= job.priority <= limits.max_priority:
+        raise InvalidRequest(
+            f"priority must be between 0 and {limits.max_priority}, got {job.priority}",
+            location=f"{where}.priority",
+        )
+    size = len(_json.encode(job.args))
+    if size > limits.max_args_bytes:
+        raise PayloadTooLarge(
+            f"args are {size} bytes encoded, over the limit of {limits.max_args_bytes}",
+            location=f"{where}.args",
+        )
+    if job.code is not None and len(job.code.encode()) > limits.max_code_bytes:
+        raise PayloadTooLarge(
+            f"code is over the limit of {limits.max_code_bytes} bytes",
+            location=f"{where}.code",
+        )
+    if job.concurrency_key is not None and (job.concurrency_limit or 0) < 1:
+        raise InvalidRequest(
+            "concurrency_limit must be at least 1 when concurrency_key is set",
+            location=f"{where}.concurrency_limit",
+        )
+    if job.timeout_s is not None and job.timeout_s <= 0:
+        raise InvalidRequest("timeout must be positive", location=f"{where}.timeout_s")
+
+
+def _claimed(row: asyncpg.Record, worker: str) -> ClaimedJob:
+    retry = row["retry"]
+    return ClaimedJob(
+        id=row["id"],
+        worker=worker,
+        attempt=row["attempt"],
+        restarts=row["restarts"],
+        started_at=row["started_at"],
+        workspace=row["workspace_id"],
+        kind=row["kind"],
+        tag=row["tag"],
+        priority=row["priority"],
+        created_by=row["created_by"],
+        trigger_kind=row["trigger_kind"],
+        args=row["args"],
+        created_at=row["created_at"],
+        runnable_path=row["runnable_path"],
+        runnable_hash=row["runnable_hash"],
+        language=row["language"],
+        code=row["code"],
+        lock=row["lock"],
+        flow_value=row["flow_value"],
+        trigger_source=row["trigger_source"],
+        parent_job=row["parent_job"],
+        root_job=row["root_job"],
+        flow_step=row["flow_step"],
+        timeout_s=row["timeout_s"],
+        retry=None if retry is None else msgspec.convert(retry, RetryPolicy),
+        concurrency_key=row["concurrency_key"],
+        meta=row["meta"],
+    )
+
+
+def _error_json(error: JobError) -> Any:
+    return msgspec.to_builtins(error)
+
+
+class Queue:
+    """Queue operations over a pool the caller owns.
+
+    ``notify`` makes enqueues ``pg_notify`` the tags they filled, so that idle
+    workers waiting on LISTEN wake at once (see docs/adr/0004-worker-wakeup.md).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        notify: bool = True,
+        limits: QueueLimits | None = None,
+        zombie_restart_limit: int = 3,
+    ) -> None:
+        self._pool = pool
+        self._notify = notify
+        self._limits = limits or QueueLimits()
+        self._zombie_restart_limit = zombie_restart_limit
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # -- enqueue -----------------------------------------------------------------
+
+    def validate(self, jobs: Sequence[NewJob]) -> None:
+        for index, job in enumerate(jobs):
+            _validate(job, self._limits, index)
+
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None
+    ) -> list[uuid.UUID]:
+        """Insert jobs; return the ids actually inserted (duplicates are skipped).
+
+        With ``conn``, runs inside the caller's transaction (e.g. with dead letters).
+        """
+        if not jobs:
+            return []
+        self.validate(jobs)
+        if conn is not None:
+            return await self._enqueue(conn, jobs)
+        async with self._pool.acquire() as acquired, acquired.transaction():
+            return await self._enqueue(acquired, jobs)
+
+    async def _enqueue(
+        self, conn: asyncpg.Connection, jobs: Sequence[NewJob]
+    ) -> list[uuid.UUID]:
+        columns: list[list[Any]] = [[] for _ in range(25)]
+        for job in jobs:
+            values = (
+                job.id,
+                job.workspace,
+                job.kind,
+                job.runnable_path,
+                job.runnable_hash,
+                job.language,
+                job.code,
+                job.lock,
+                job.flow_value,
+                job.args,
+                job.tag,
+                job.priority,
+                job.created_by,
+                job.trigger_kind,
+                job.trigger_source,
+                job.idempotency_key,
+                job.parent_job,
+                job.root_job,
+                job.flow_step,
+                job.timeout_s,
+                None if job.retry is None else msgspec.to_builtins(job.retry),
+                job.concurrency_key,
+                job.concurrency_limit,
+                job.meta,
+                job.scheduled_for,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await conn.fetch(_Q["insert_jobs"], *columns)
+        if self._notify and rows:
+            tags = sorted({row["tag"] for row in rows})
+            await conn.execute(_Q["notify_tags"], tags)
+        return [row["id"] for row in rows]
+
+    # -- claim / run ----------------------------------------------------------------
+
+    async def claim(self, worker: str, tags: Sequence[str], limit: int = 1) -> list[ClaimedJob]:
+        """Claim up to ``limit`` runnable jobs whose tag is in ``tags``."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_Q["claim"], list(tags), limit, worker)
+            claimed: list[ClaimedJob] = []
+            for row in rows:
+                key = row["concurrency_key"]
+                if key is not None:
+                    slot = await conn.fetchval(_Q["acquire_slot"], key, row["concurrency_limit"])
+                    if slot is None:
+                        await conn.execute(_Q["unclaim"], row["id"])
+                        continue
+                claimed.append(_claimed(row, worker))
+            return claimed
+
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, bool]:
+        """Ping running jobs. Returns the jobs to stop: ``{id: cancel_requested}``.
+
+        A job is returned with ``False`` when the worker lost it (recovered elsewhere or
+        ended by a timeout sweep), with ``True`` when a cancel was requested.
+        """
+        if not job_ids:
+            return {}
+        rows = await self._pool.fetch(_Q["heartbeat"], list(job_ids), worker)
+        return {row["id"]: row["cancel_requested"] for row in rows}
+
+    async def complete(
+        self,
+        job: ClaimedJob,
+        result: Any,
+        *,
+        duration_ms: int | None = None,
+        memory_peak_kb: int | None = None,
+    ) -> bool:
+        """Record success. False if the lease was lost (someone else ended the job)."""
+        return await self._finish(
+            job,
+            JobStatus.SUCCESS,
+            result,
+            None,
+            ExitReason.OK,
+            duration_ms=duration_ms,
+            memory_peak_kb=memory_peak_kb,
+        )
+
+    async def complete_canceled(
+        self, job: ClaimedJob, error: JobError, *, duration_ms: int | None = None
+    ) -> bool:
+        return await self._finish(
+            job, JobStatus.CANCELED, None, error, ExitReason.CANCELED, duration_ms=duration_ms
+        )
+
+    async def fail(
+        self,
+        job: ClaimedJob,
+        error: JobError,
+        *,
+        retryable: bool = True,
+        duration_ms: int | None = None,
+        memory_peak_kb: int | None = None,
+    ) -> FailOutcome | None:
+        """Record a failure, or schedule a retry if the job's policy allows one.
+
+        Returns ``None`` if the lease was lost.
+        """
+        policy = job.retry
+        if retryable and policy is not None and job.attempt < policy.max_attempts:
+            delay = policy.delay_for(job.attempt)
+            async with self._pool.acquire() as conn, conn.transaction():
+                requeued = await conn.fetchval(
+                    _Q["requeue"], job.id, job.worker, job.attempt, delay, 0
+                )
+                if requeued is not None:
+                    await conn.execute(
+                        _Q["append_log"],
+                        job.id,
+                        f"\n[gristmill] attempt {job.attempt} failed: {error.name}: "
+                        f"{error.message}; retrying in {delay:g}s "
+                        f"(attempt {job.attempt + 1} of {policy.max_attempts})\n",
+                    )
+                    return FailOutcome.RETRY_SCHEDULED
+            # The lease may be lost, or a cancel was requested: fall through to finish.
+        finished = await self._finish(
+            job,
+            JobStatus.FAILURE,
+            None,
+            error,
+            error.exit_reason,
+            duration_ms=duration_ms,
+            memory_peak_kb=memory_peak_kb,
+        )
+        return FailOutcome.FAILED if finished else None
+
+    async def _finish(
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        result: Any,
+        error: JobError | None,
+        reason: ExitReason,
+        *,
+        duration_ms: int | None = None,
+        memory_peak_kb: int | None = None,
+    ) -> bool:
+        row = await self._pool.fetchrow(
+            _Q["finish"],
+            job.id,
+            job.worker,
+            job.attempt,
+            str(status),
+            result,
+            None if error is None else _error_json(error),
+            str(reason),
+            duration_ms,
+            memory_peak_kb,
+        )
+        if row is None:
+            _log.warning("lease lost; completion ignored", job_id=str(job.id), worker=job.worker)
+            return False
+        return True
+
+    async def release(self, job: ClaimedJob, *, note: str) -> bool:
+        """Give a job back to the queue untouched (e.g. its worker is shutting down)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            released = await conn.fetchval(_Q["requeue"], job.id, job.worker, job.attempt, 0.0, 1)
+            if released is not None:
+                await conn.execute(_Q["append_log"], job.id, f"\n[gristmill] {note}\n")
+            return released is not None
+
+    # -- cancel -------------------------------------------------------------------------
+
+    async def cancel(
+        self, job_id: uuid.UUID, *, by: str, reason: str | None = None
+    ) -> CancelOutcome:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_Q["lock_queued"], job_id)
+            if row is None:
+                done = await conn.fetchval(
+                    "SELECT 1 FROM jobs_completed WHERE id = $1", job_id
+                )
+                if done is not None:
+                    return CancelOutcome.ALREADY_COMPLETED
+                raise NotFound(f"job {job_id} not found", location="id")
+            if row["running"]:
+                await conn.execute(_Q["request_cancel"], job_id, by, reason)
+                return CancelOutcome.REQUESTED
+            error = JobError(
+                name="Canceled",
+                message=f"canceled by {by}" + (f": {reason}" if reason else ""),
+                exit_reason=ExitReason.CANCELED,
+            )
+            await conn.fetchrow(
+                _Q["finish_forced"],
+                job_id,
+                row["attempt"],
+                str(JobStatus.CANCELED),
+                _error_json(error),
+                str(ExitReason.CANCELED),
+                by,
+            )
+            return CancelOutcome.CANCELED
+
+    # -- maintenance (dispatcher) -------------------------------------------------------
+
+    async def recover_zombies(self, heartbeat_timeout_s: float, *, limit: int = 500) -> int:
+        """Requeue or fail running jobs whose worker stopped pinging. Returns a count."""
+        recovered = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_Q["find_zombies"], heartbeat_timeout_s, limit)
+            for row in rows:
+                job_id = row["id"]
+                if row["cancel_requested"]:
+                    error = JobError(
+                        name="Canceled",
+                        message=f"canceled by {row['canceled_by']} while its worker was lost",
+                        exit_reason=ExitReason.CANCELED,
+                    )
+                    status, reason = JobStatus.CANCELED, ExitReason.CANCELED
+                elif row["restarts"] < self._zombie_restart_limit:
+                    await conn.fetchval(_Q["requeue_zombie"], job_id, row["attempt"])
+                    await conn.execute(
+                        _Q["append_log"],
+                        job_id,
+                        f"\n[gristmill] worker {row['worker']} stopped responding; job "
+                        f"put back in the queue (restart {row['restarts'] + 1} of "
+                        f"{self._zombie_restart_limit})\n",
+                    )
+                    _log.warning(
+                        "zombie job requeued", job_id=str(job_id), worker=row["worker"]
+                    )
+                    recovered += 1
+                    continue
+                else:
+                    error = JobError(
+                        name="WorkerLost",
+                        message=(
+                            f"the worker running this job stopped responding "
+                            f"{row['restarts'] + 1} times; giving up"
+                        ),
+                        exit_reason=ExitReason.LOST,
+                    )
+                    status, reason = JobStatus.FAILURE, ExitReason.LOST
+                await conn.fetchrow(
+                    _Q["finish_forced"],
+                    job_id,
+                    row["attempt"],
+                    str(status),
+                    _error_json(error),
+                    str(reason),
+                    None,
+                )
+                recovered += 1
+        return recovered
+
+    async def enforce_timeouts(self, grace_s: float = 5.0, *, limit: int = 500) -> int:
+        """Fail jobs running past ``timeout_s + grace_s`` (their worker did not stop them)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_Q["find_timed_out"], grace_s, limit)
+            for row in rows:
+                error = JobError(
+                    name="Timeout",
+                    message=f"job exceeded its timeout of {row['timeout_s']:g}s",
+                    exit_reason=ExitReason.TIMEOUT,
+                )
+                await conn.fetchrow(
+                    _Q["finish_forced"],
+                    row["id"],
+                    row["attempt"],
+                    str(JobStatus.FAILURE),
+                    _error_json(error),
+                    str(ExitReason.TIMEOUT),
+                    None,
+                )
+            return len(rows)
+
+    async def purge(self, retention_s: float, *, batch: int = 1000) -> int:
+        """Delete completed jobs (and their logs) older than ``retention_s``."""
+        total = 0
+        while True:
+            rows = await self._pool.fetch(_Q["purge_completed"], retention_s, batch)
+            total += len(rows)
+            if len(rows) < batch:
+                return total
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def append_log(self, job_id: uuid.UUID, chunk: str) -> None:
+        await self._pool.execute(_Q["append_log"], job_id, chunk)
+
+    async def read_logs(self, job_id: uuid.UUID, from_seq: int = 0) -> list[tuple[int, str]]:
+        rows = await self._pool.fetch(_Q["read_logs"], job_id, from_seq)
+        return [(row["seq"], row["chunk"]) for row in rows]
+
+    async def record_failed(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        job_id: uuid.UUID,
+        workspace: str,
+        kind: str,
+        runnable_path: str | None,
+        args: dict[str, Any],
+        tag: str,
+        created_by: str,
+        trigger_kind: str,
+        trigger_source: str | None,
+        idempotency_key: str | None,
+        parent_job: uuid.UUID | None,
+        root_job: uuid.UUID | None,
+        flow_step: str | None,
+        error: JobError,
+    ) -> None:
+        """Record a job that failed before it could be queued (e.g. unknown script)."""
+        await conn.execute(
+            _Q["insert_failed_job"],
+            job_id,
+            workspace,
+            kind,
+            runnable_path,
+            args,
+            tag,
+            created_by,
+            trigger_kind,
+            trigger_source,
+            idempotency_key,
+            parent_job,
+            root_job,
+            flow_step,
+            _error_json(error),
+        )
+
+    # -- dead letters -------------------------------------------------------------------
+
+    @staticmethod
+    async def park(
+        conn: asyncpg.Connection,
+        *,
+        source: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        payload: bytes,
+        error: str,
+    ) -> None:
+        await conn.execute(_Q["insert_dead_letter"], source, partition, offset, key, payload, error)
+

@@ -1,0 +1,115 @@
+"""Turning a run request into a job: validation and resolution of what to run.
+
+Used by the gateway (to answer bad requests at once, with the field at fault) and
+by the dispatcher (which trusts nothing that arrives on the bus).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from gristmill.common.contracts.runs import (
+    FlowPath,
+    FlowPreview,
+    RawCode,
+    RunRequest,
+    ScriptHash,
+    ScriptPath,
+)
+from gristmill.common.errors import InvalidRequest, NotFound
+from gristmill.common.queue import NewJob, QueueLimits, validate_tag
+
+__all__ = [
+    "SUPPORTED_LANGUAGES",
+    "default_tag",
+    "idempotent_job_id",
+    "resolve",
+    "validate_request",
+]
+
+#: Languages a worker can run today, by their wire label.
+SUPPORTED_LANGUAGES = frozenset({"python3", "bash"})
+_WORKSPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d9c1e-4b0a-4c55-9d8e-2a7f0c3e5b11")
+
+
+def default_tag(language: str) -> str:
+    return language
+
+
+def idempotent_job_id(workspace: str, idempotency_key: str) -> uuid.UUID:
+    """The job id for an idempotency key: a retried request names the same job."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workspace}\x00{idempotency_key}")
+
+
+def validate_request(request: RunRequest, limits: QueueLimits) -> None:
+    """Checks that need no database. Raises ``InvalidRequest`` naming the field."""
+    if not request.workspace or not set(request.workspace) <= _WORKSPACE_CHARS:
+        raise InvalidRequest(
+            f"invalid workspace id {request.workspace!r}", location="workspace"
+        )
+    if request.tag is not None:
+        validate_tag(request.tag)
+    if not 0 <= request.priority <= limits.max_priority:
+        raise InvalidRequest(
+            f"priority must be between 0 and {limits.max_priority}, got {request.priority}",
+            location="priority",
+        )
+    if request.timeout_s is not None and request.timeout_s <= 0:
+        raise InvalidRequest("timeout_s must be positive", location="timeout_s")
+    if request.retry is not None and request.retry.max_attempts < 1:
+        raise InvalidRequest("retry.max_attempts must be at least 1", location="retry")
+    if request.concurrency_key is not None and (request.concurrency_limit or 0) < 1:
+        raise InvalidRequest(
+            "concurrency_limit must be at least 1 when concurrency_key is set",
+            location="concurrency_limit",
+        )
+    runnable = request.runnable
+    if isinstance(runnable, RawCode) and runnable.language not in SUPPORTED_LANGUAGES:
+        raise InvalidRequest(
+            f"unsupported language {runnable.language!r}; "
+            f"supported: {', '.join(sorted(SUPPORTED_LANGUAGES))}",
+            location="runnable.language",
+        )
+
+
+async def resolve(conn: asyncpg.Connection, request: RunRequest) -> NewJob:
+    """The job a request describes. Raises ``NotFound``/``InvalidRequest``."""
+    runnable = request.runnable
+    common = {
+        "id": request.job_id,
+        "workspace": request.workspace,
+        "created_by": request.requested_by,
+        "trigger_kind": str(request.trigger.kind),
+        "trigger_source": request.trigger.source,
+        "args": request.args,
+        "priority": request.priority,
+        "idempotency_key": request.idempotency_key,
+        "parent_job": request.parent_job,
+        "root_job": request.root_job,
+        "flow_step": request.flow_step,
+        "timeout_s": request.timeout_s,
+        "retry": request.retry,
+        "concurrency_key": request.concurrency_key,
+        "concurrency_limit": request.concurrency_limit,
+        "meta": request.meta,
+        "scheduled_for": request.scheduled_for,
+    }
+    if isinstance(runnable, RawCode):
+        return NewJob(
+            kind="preview",
+            tag=request.tag or default_tag(runnable.language),
+            runnable_path=runnable.path,
+            language=runnable.language,
+            code=runnable.content,
+            lock=runnable.lock,
+            **common,  # type: ignore[arg-type]  # keys match NewJob's fields
+        )
+    if isinstance(runnable, ScriptPath | ScriptHash):
+        what = runnable.path if isinstance(runnable, ScriptPath) else runnable.hash
+        raise NotFound(f"script {what!r} not found", location="runnable")
+    if isinstance(runnable, FlowPath | FlowPreview):
+        raise InvalidRequest("flows cannot run yet", location="runnable")
+    raise InvalidRequest("unknown runnable", location="runnable")

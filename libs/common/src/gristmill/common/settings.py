@@ -1,0 +1,87 @@
+"""Settings, read once from ``GRISTMILL_*`` environment variables.
+
+Each service reads the fields it needs; unknown variables are ignored. A bad value
+fails start-up with the variable's name and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gristmill.common.errors import InvalidRequest
+
+__all__ = ["Settings", "load_settings"]
+
+_PREFIX = "GRISTMILL_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    #: Postgres DSN. Standalone mode starts an embedded server when unset.
+    database_url: str | None = None
+    #: Where standalone mode keeps its data (embedded Postgres, job directories).
+    data_dir: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    #: When set, the bootstrap admin's token is this value.
+    admin_token: str | None = None
+    #: Public base URL of the gateway, as jobs should reach it.
+    base_url: str | None = None
+    #: ``inprocess`` (standalone) or ``kafka`` (distributed).
+    bus: str = "inprocess"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_partitions: int = 8
+    kafka_session_timeout_ms: int = 10_000
+    #: Worker loops per process (standalone) and the tags they claim.
+    workers: int = 2
+    worker_tags: tuple[str, ...] = ("python3", "bash", "flow", "dependency")
+    worker_group: str = "default"
+    #: How workers learn about new jobs: ``notify`` (LISTEN/NOTIFY + slow poll) or ``poll``.
+    wake_mode: str = "notify"
+    poll_interval_s: float = 0.5
+    heartbeat_interval_s: float = 2.0
+    #: A running job whose heartbeat is older than this is a zombie.
+    zombie_timeout_s: float = 30.0
+    zombie_restart_limit: int = 3
+    #: Completed jobs and their logs are deleted after this many seconds (default 30 days).
+    retention_s: float = 30 * 24 * 3600.0
+    maintenance_interval_s: float = 5.0
+    #: Default per-job timeout when a job sets none (seconds).
+    job_timeout_s: float = 900.0
+    max_log_bytes: int = 2 * 1024 * 1024
+    max_args_bytes: int = 5 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: Interpreter used for Python jobs; empty means the fastest real one found.
+    python_bin: str | None = None
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (``GRISTMILL_<FIELD>``), then ``overrides``."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    for name in fields:
+        raw = env.get(_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        if name == "worker_tags":
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec reports "... - at `$.http_port`"; name the variable instead.
+        message = str(exc)
+        location = None
+        if "`$." in message:
+            field = message.rsplit("`$.", 1)[1].rstrip("`").split(".")[0].split("[")[0]
+            location = _PREFIX + field.upper()
+        raise InvalidRequest(f"bad setting: {message}", location=location) from exc

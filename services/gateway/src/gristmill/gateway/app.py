@@ -1,0 +1,43 @@
+"""The Litestar application."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from gristmill.gateway.auth import PUBLIC_PATHS, TokenAuthMiddleware
+from gristmill.gateway.context import GatewayContext
+from gristmill.gateway.errors import exception_handlers
+from gristmill.gateway.routes import jobs, system
+
+__all__ = ["GatewayContext", "create_app"]
+
+
+def create_app(context: GatewayContext) -> Litestar:
+    """The app; ``context`` (pool, bus, ...) is owned by the caller."""
+    app = Litestar(
+        route_handlers=[
+            system.version,
+            system.health,
+            system.whoami,
+            jobs.run_preview,
+            jobs.get_job,
+            jobs.get_update,
+            jobs.get_result_maybe,
+            jobs.cancel_job,
+        ],
+        middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(
+            title="Gristmill",
+            version=context.version,
+            path="/api/openapi",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        request_max_body_size=context.max_body_bytes,
+        debug=False,
+    )
+    app.state.gristmill = context
+    return app

@@ -1,0 +1,69 @@
+"""Bearer-token authentication for every endpoint not explicitly public.
+
+The token comes from ``Authorization: Bearer <token>`` or ``?token=<token>``.
+Lookups are cached for a few seconds to keep the database off the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from gristmill.common.tokens import TokenInfo, lookup_token
+
+__all__ = ["PUBLIC_PATHS", "TokenAuthMiddleware", "check_workspace"]
+
+#: Paths (regexes) that answer without a token.
+PUBLIC_PATHS = ["^/api/version$", "^/api/openapi", "^/api/health$"]
+_CACHE_TTL_S = 5.0
+_cache: dict[str, tuple[float, TokenInfo | None]] = {}
+
+
+def _token_of(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]  # any app/state
+    header = connection.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    token = connection.query_params.get("token")
+    return token or None
+
+
+class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(
+        self,
+        connection: ASGIConnection,  # type: ignore[type-arg]  # any app/state
+    ) -> AuthenticationResult:
+        token = _token_of(connection)
+        if token is None:
+            raise NotAuthorizedException(
+                "missing token: send 'Authorization: Bearer <token>' or '?token=<token>'"
+            )
+        now = time.monotonic()
+        cached = _cache.get(token)
+        if cached is not None and now - cached[0] < _CACHE_TTL_S:
+            info = cached[1]
+        else:
+            context = connection.app.state.gristmill
+            info = await lookup_token(context.pool, token)
+            _cache[token] = (now, info)
+            if len(_cache) > 10_000:
+                _cache.clear()
+        if info is None:
+            raise NotAuthorizedException("invalid or expired token")
+        return AuthenticationResult(user=info, auth=token)
+
+
+def forget_token(token: str) -> None:
+    _cache.pop(token, None)
+
+
+def check_workspace(info: TokenInfo, workspace: str) -> None:
+    if info.workspace is not None and info.workspace != workspace:
+        raise PermissionDeniedException(
+            f"this token is limited to workspace {info.workspace!r}, not {workspace!r}"
+        )

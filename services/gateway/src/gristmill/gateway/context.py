@@ -1,0 +1,22 @@
+"""What the gateway's handlers need, handed in by the composition root."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from gristmill.common.bus.base import Bus
+from gristmill.common.queue import Queue, QueueLimits
+
+__all__ = ["GatewayContext"]
+
+
+class GatewayContext(msgspec.Struct, kw_only=True):
+    pool: asyncpg.Pool
+    queue: Queue
+    bus: Bus
+    limits: QueueLimits = msgspec.field(default_factory=QueueLimits)
+    max_body_bytes: int = 10 * 1024 * 1024
+    version: str = "0.1.0"
+    #: Where the gateway is reachable (told to jobs and printed at start).
+    base_url: str | None = None

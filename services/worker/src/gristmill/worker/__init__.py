@@ -1,0 +1,1 @@
+"""The worker: claims jobs by tag and runs them in child processes."""

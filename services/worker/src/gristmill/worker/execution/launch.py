@@ -1,0 +1,117 @@
+"""Starting a job's process: the one place its argv and environment are built.
+
+A runner describes *what* to run as a ``Command`` (argv relative to the job's workdir,
+plus the host paths it needs to read). ``build_argv`` turns that into the argv that is
+actually executed: this is where a sandbox wraps the command (``bwrap ... --``).
+The process always starts in a new session (so it and its children form one process
+group), with stdin on ``/dev/null`` and stdout/stderr on pipes the executor reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import msgspec
+
+from gristmill.worker.execution.request import ExecutionRequest
+from gristmill.worker.execution.settings import ExecutorSettings
+
+__all__ = ["Command", "Launched", "OutputPipe", "build_argv", "build_env", "launch"]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    """What a runner wants executed, before any sandboxing."""
+
+    argv: tuple[str, ...]
+    #: False: stdout and stderr share one pipe, so their order is exact.
+    #: True: stdout has its own pipe, so the runner can read what was printed there
+    #: (e.g. Bash's last stdout line); the two streams are then merged as they arrive.
+    separate_stderr: bool = False
+    #: Host paths the command reads (interpreter, bootstrap): what a sandbox must expose.
+    readonly_paths: tuple[str, ...] = ()
+
+    @property
+    def program(self) -> str:
+        return Path(self.argv[0]).name
+
+
+class OutputPipe(msgspec.Struct, frozen=True, kw_only=True):
+    """The read end of one of the job's output pipes, owned by whoever reads it."""
+
+    fd: int
+    #: ``"stdout"`` (its own pipe), ``"stderr"``, or ``"merged"`` (both on one pipe).
+    stream: str
+    inode: int
+
+
+class Launched(msgspec.Struct, frozen=True, kw_only=True):
+    process: asyncio.subprocess.Process
+    outputs: tuple[OutputPipe, ...]
+    argv: tuple[str, ...]
+
+
+def build_argv(command: Command, *, workdir: Path, settings: ExecutorSettings) -> list[str]:
+    """The argv the job's process is started with.
+
+    Every job process is started through here, so a sandbox needs only this function:
+    prefix ``command.argv`` with the sandbox's own argv (binding ``workdir`` read-write
+    and ``command.readonly_paths`` read-only, then ``--chdir`` into the workdir).
+    """
+    del workdir  # used once the sandbox binds it
+    return [*settings.launch_prefix, *command.argv]
+
+
+def build_env(request: ExecutionRequest, settings: ExecutorSettings) -> dict[str, str]:
+    """The job's entire environment: its own variables plus the basics it lacks."""
+    env = {
+        "PATH": settings.default_path,
+        "HOME": str(request.workdir),
+        "LANG": "C.UTF-8",
+    }
+    env.update(request.env)
+    return env
+
+
+async def launch(
+    command: Command, *, request: ExecutionRequest, settings: ExecutorSettings
+) -> Launched:
+    """Start ``command`` in ``request.workdir`` in a new session.
+
+    Raises ``OSError`` or ``ValueError`` (e.g. a NUL byte in an argument) when the
+    process cannot be started; no file descriptor is leaked either way.
+    """
+    argv = build_argv(command, workdir=request.workdir, settings=settings)
+    env = build_env(request, settings)
+    read_fds: list[tuple[int, str]] = []
+    write_fds: list[int] = []
+    try:
+        out_r, out_w = os.pipe()
+        read_fds.append((out_r, "stdout" if command.separate_stderr else "merged"))
+        write_fds.append(out_w)
+        err_w = out_w
+        if command.separate_stderr:
+            err_r, err_w = os.pipe()
+            read_fds.append((err_r, "stderr"))
+            write_fds.append(err_w)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=request.workdir,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd, _ in read_fds:
+            os.close(fd)
+        raise
+    finally:
+        for fd in write_fds:
+            os.close(fd)
+    outputs = tuple(
+        OutputPipe(fd=fd, stream=stream, inode=os.fstat(fd).st_ino) for fd, stream in read_fds
+    )
+    return Launched(process=process, outputs=outputs, argv=tuple(argv))

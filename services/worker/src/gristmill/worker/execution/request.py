@@ -1,0 +1,55 @@
+"""What to run (``ExecutionRequest``) and how it ended (``ExecutionOutcome``)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gristmill.common.contracts.jobs import ExitReason, JobError, JobStatus
+
+__all__ = ["ExecutionOutcome", "ExecutionRequest"]
+
+
+class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: uuid.UUID
+    #: ``python3`` or ``bash``; anything else ends the job with ``UnsupportedLanguage``.
+    language: str
+    code: str
+    #: ``main``'s keyword arguments (Python) or the positional arguments, in order (Bash).
+    args: dict[str, Any]
+    #: The job's whole environment. Nothing of the worker's is inherited; only ``PATH``,
+    #: ``HOME`` (the workdir) and ``LANG`` are filled in when missing.
+    env: dict[str, str]
+    #: Wall-clock limit from process start; ``None`` for none.
+    timeout_s: float | None
+    #: A private, existing, empty directory: the job's working directory. The caller
+    #: creates it and removes it afterwards; the executor writes the script (and, for
+    #: Python, a ``.gristmill/`` control directory) into it.
+    workdir: Path
+
+
+class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    success: bool
+    #: What ``main`` returned (Python) or the script's result (Bash); ``None`` on failure.
+    result: Any
+    error: JobError | None
+    #: The process's exit status; ``None`` when it was killed by a signal or never started.
+    exit_code: int | None
+    #: From process start to process exit (0 when the job never started).
+    duration_ms: int
+    exit_reason: ExitReason
+    #: True when output beyond ``ExecutorSettings.log_max_bytes`` was dropped.
+    log_truncated: bool = False
+    #: Bytes the job wrote to stdout and stderr, including dropped ones.
+    log_bytes: int = 0
+
+    @property
+    def status(self) -> JobStatus:
+        if self.success:
+            return JobStatus.SUCCESS
+        if self.exit_reason is ExitReason.CANCELED:
+            return JobStatus.CANCELED
+        return JobStatus.FAILURE

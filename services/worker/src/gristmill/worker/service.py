@@ -1,0 +1,335 @@
+"""Worker loops: claim a job, run it, stream its logs, record its outcome.
+
+A worker process runs ``concurrency`` loops over one pool, one wake-up listener and
+one heartbeat task. Each loop holds at most one job at a time. Stopping (SIGTERM)
+lets running jobs finish within ``drain_timeout_s``, then kills them; they are
+requeued by zombie recovery only if their outcome could not be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.common.queue import ClaimedJob, Queue
+from gristmill.common.wakeup import Wakeup
+from gristmill.worker.execution import ExecutionRequest, ExecutorSettings, execute
+
+__all__ = ["Worker", "WorkerSettings"]
+
+_log = structlog.get_logger(__name__)
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    tags: tuple[str, ...] = ("python3", "bash")
+    group: str = "default"
+    concurrency: int = 1
+    heartbeat_interval_s: float = 2.0
+    default_timeout_s: float = 900.0
+    drain_timeout_s: float = 30.0
+    jobs_dir: Path = Path("/tmp/gristmill-jobs")  # noqa: S108  # overridden by data_dir
+    base_url: str | None = None
+    executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
+
+
+class _Running:
+    __slots__ = ("cancel", "job", "lost", "stop_reason")
+
+    def __init__(self, job: ClaimedJob) -> None:
+        self.job = job
+        self.cancel = asyncio.Event()
+        self.lost = False
+        self.stop_reason: str | None = None
+
+
+def new_worker_id(group: str) -> str:
+    return f"wk-{group}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queue: Queue,
+        wakeup: Wakeup,
+        settings: WorkerSettings,
+        *,
+        worker_id: str | None = None,
+        job_env: Callable[[ClaimedJob], Awaitable[dict[str, str]]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._queue = queue
+        self._wakeup = wakeup
+        self._settings = settings
+        self.id = worker_id or new_worker_id(settings.group)
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._job_env = job_env
+        self.jobs_done = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        """Serve jobs until ``stop`` (or, in burst mode, until no job is claimable)."""
+        await self._register()
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+        try:
+            loops = [
+                self._loop(stop, burst=burst, index=i) for i in range(self._settings.concurrency)
+            ]
+            await asyncio.gather(*loops)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._pool.execute("DELETE FROM workers WHERE id = $1", self.id)
+
+    async def _loop(self, stop: asyncio.Event, *, burst: bool, index: int) -> None:
+        backoff = 0.05
+        while not stop.is_set():
+            try:
+                jobs = await self._queue.claim(self.id, self._settings.tags, 1)
+                backoff = 0.05
+            except _DB_ERRORS as exc:
+                _log.warning("claim failed; retrying", error=str(exc), backoff_s=backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not jobs:
+                if burst:
+                    return
+                await self._wakeup.wait(stop)
+                continue
+            job_task = asyncio.ensure_future(self._run_job(jobs[0]))
+            stop_task = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([job_task, stop_task], return_when="FIRST_COMPLETED")
+            stop_task.cancel()
+            if not job_task.done():
+                # Draining: give the job time to finish, then kill it.
+                done, _ = await asyncio.wait([job_task], timeout=self._settings.drain_timeout_s)
+                if not done:
+                    running = self._running.get(jobs[0].id)
+                    if running is not None:
+                        running.stop_reason = "worker shutting down"
+                        running.cancel.set()
+                    await job_task
+            else:
+                job_task.result()
+
+    async def _register(self) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO workers (id, worker_group, tags, hostname, version)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO UPDATE SET last_ping = now()
+            """,
+            self.id,
+            self._settings.group,
+            list(self._settings.tags),
+            socket.gethostname(),
+            "0.1.0",
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_interval_s)
+            try:
+                await self.heartbeat_once()
+            except _DB_ERRORS as exc:
+                _log.warning("heartbeat failed", error=str(exc))
+
+    async def heartbeat_once(self) -> None:
+        running = dict(self._running)
+        to_stop = await self._queue.heartbeat(self.id, list(running))
+        for job_id, cancel_requested in to_stop.items():
+            state = running.get(job_id)
+            if state is None:
+                continue
+            if cancel_requested:
+                state.stop_reason = "canceled"
+            else:
+                state.lost = True
+                state.stop_reason = "job no longer held by this worker"
+            state.cancel.set()
+        current = next(iter(running), None)
+        await self._pool.execute(
+            """
+            INSERT INTO workers (id, worker_group, tags, hostname, current_job, jobs_done)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (id) DO UPDATE
+            SET last_ping = now(), current_job = $5, jobs_done = $6
+            """,
+            self.id,
+            self._settings.group,
+            list(self._settings.tags),
+            socket.gethostname(),
+            current,
+            self.jobs_done,
+        )
+
+    # -- one job -----------------------------------------------------------------------
+
+    async def _run_job(self, job: ClaimedJob) -> None:
+        state = _Running(job)
+        self._running[job.id] = state
+        log = _log.bind(
+            job_id=str(job.id), script_path=job.runnable_path, attempt=job.attempt, tag=job.tag
+        )
+        workdir = self._settings.jobs_dir / str(job.id)
+        started = time.monotonic()
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            env = await self._environment(job)
+            sink = _LogSink(self._queue, job.id)
+            request = ExecutionRequest(
+                job_id=job.id,
+                language=job.language or "",
+                code=job.code or "",
+                args=job.args,
+                env=env,
+                timeout_s=job.timeout_s or self._settings.default_timeout_s,
+                workdir=workdir,
+            )
+            outcome = await execute(
+                request,
+                on_log=sink.write,
+                cancel=state.cancel,
+                settings=self._settings.executor,
+            )
+            await sink.flush()
+            if state.lost:
+                log.warning("job outcome dropped: the job was recovered or ended elsewhere")
+                return
+            if outcome.exit_reason == ExitReason.CANCELED:
+                error = outcome.error or JobError(
+                    name="Canceled", message=state.stop_reason or "canceled",
+                    exit_reason=ExitReason.CANCELED,
+                )
+                if state.stop_reason == "worker shutting down":
+                    # Not the user's cancel: leave the job to be run again elsewhere.
+                    await _retrying(
+                        lambda: self._queue.release(
+                            job, note=f"worker {self.id} shut down; job put back in the queue"
+                        )
+                    )
+                else:
+                    await _retrying(
+                        lambda: self._queue.complete_canceled(
+                            job, error, duration_ms=outcome.duration_ms
+                        )
+                    )
+            elif outcome.success:
+                await _retrying(
+                    lambda: self._queue.complete(
+                        job, outcome.result, duration_ms=outcome.duration_ms
+                    )
+                )
+            else:
+                error = outcome.error or JobError(name="Error", message="job failed")
+                await _retrying(
+                    lambda: self._queue.fail(job, error, duration_ms=outcome.duration_ms)
+                )
+            self.jobs_done += 1
+            log.info(
+                "job finished",
+                success=outcome.success,
+                exit_reason=str(outcome.exit_reason),
+                duration_ms=outcome.duration_ms,
+                wall_ms=int((time.monotonic() - started) * 1000),
+            )
+        except Exception as exc:  # a bug here must not kill the loop: record it on the job
+            log.exception("job crashed in the worker")
+            error = JobError(name="WorkerError", message=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._queue.fail(job, error, retryable=False)
+        finally:
+            self._running.pop(job.id, None)
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._wakeup.poke()
+
+    async def _environment(self, job: ClaimedJob) -> dict[str, str]:
+        env = {
+            "GRISTMILL_JOB_ID": str(job.id),
+            "GRISTMILL_WORKSPACE": job.workspace,
+            "GRISTMILL_JOB_PATH": job.runnable_path or "",
+            "GRISTMILL_ROOT_JOB_ID": str(job.root_job or job.id),
+            "WM_JOB_ID": str(job.id),
+            "WM_WORKSPACE": job.workspace,
+            "WM_JOB_PATH": job.runnable_path or "",
+            "WM_ROOT_FLOW_JOB_ID": str(job.root_job or ""),
+            "WM_FLOW_JOB_ID": str(job.parent_job or ""),
+            "WM_FLOW_STEP_ID": job.flow_step or "",
+            "WM_PERMISSIONED_AS": job.created_by,
+            "WM_EMAIL": job.created_by,
+            "WM_USERNAME": job.created_by,
+        }
+        if self._settings.base_url:
+            env["BASE_INTERNAL_URL"] = self._settings.base_url
+            env["BASE_URL"] = self._settings.base_url
+            env["WM_BASE_URL"] = self._settings.base_url
+            env["GRISTMILL_BASE_URL"] = self._settings.base_url
+        if self._job_env is not None:
+            env.update(await self._job_env(job))
+        return env
+
+
+class _LogSink:
+    """Appends chunks to the job's log; keeps them in memory while Postgres is away."""
+
+    def __init__(self, queue: Queue, job_id: uuid.UUID) -> None:
+        self._queue = queue
+        self._job_id = job_id
+        self._pending: list[str] = []
+
+    async def write(self, chunk: str) -> None:
+        self._pending.append(chunk)
+        await self.flush(raise_errors=False)
+
+    async def flush(self, *, raise_errors: bool = False) -> None:
+        while self._pending:
+            chunk = "".join(self._pending)
+            try:
+                await self._queue.append_log(self._job_id, chunk)
+            except _DB_ERRORS:
+                if raise_errors:
+                    raise
+                return
+            self._pending.clear()
+
+
+async def _retrying(action: Callable[[], Awaitable[Any]], *, limit_s: float = 120.0) -> Any:
+    """Retry a queue write through a database outage (bounded; then zombie recovery)."""
+    deadline = time.monotonic() + limit_s
+    delay = 0.05
+    while True:
+        try:
+            return await action()
+        except _DB_ERRORS as exc:
+            if time.monotonic() > deadline:
+                raise
+            _log.warning("recording job outcome failed; retrying", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+def tags_of(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
