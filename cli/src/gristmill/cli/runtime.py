@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +42,13 @@ VERSION = "0.1.0"
 
 
 def data_dir(settings: Settings) -> Path:
-    return settings.data_dir or Path(platformdirs.user_data_dir("gristmill"))
+    """``GRISTMILL_DATA_DIR``; else the user's data folder (``/var/lib/gristmill`` for root,
+    whose home the embedded server's unprivileged account cannot enter)."""
+    if settings.data_dir is not None:
+        return settings.data_dir
+    if os.geteuid() == 0:
+        return Path("/var/lib/gristmill")
+    return Path(platformdirs.user_data_dir("gristmill"))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -120,10 +127,14 @@ def _worker_settings(settings: Settings, concurrency: int) -> WorkerSettings:
         default_timeout_s=settings.job_timeout_s,
         jobs_dir=data_dir(settings) / "jobs",
         base_url=settings.base_url or f"http://{settings.http_host}:{settings.http_port}",
-        executor=ExecutorSettings.default(
-            python_bin=settings.python_bin, max_log_bytes=settings.max_log_bytes
-        ),
+        executor=_executor_settings(settings),
     )
+
+
+def _executor_settings(settings: Settings) -> ExecutorSettings:
+    if settings.python_bin:
+        return ExecutorSettings(python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes)
+    return ExecutorSettings(log_max_bytes=settings.max_log_bytes)
 
 
 def _maintenance(settings: Settings) -> MaintenanceSettings:

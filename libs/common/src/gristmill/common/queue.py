@@ -227,6 +227,10 @@ class Queue:
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
+    @property
+    def limits(self) -> QueueLimits:
+        return self._limits
+
     # -- enqueue -----------------------------------------------------------------
 
     def validate(self, jobs: Sequence[NewJob]) -> None:

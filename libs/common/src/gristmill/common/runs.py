@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import msgspec
 
 from gristmill.common.contracts.runs import (
     FlowPath,
@@ -18,7 +19,7 @@ from gristmill.common.contracts.runs import (
     ScriptHash,
     ScriptPath,
 )
-from gristmill.common.errors import InvalidRequest, NotFound
+from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gristmill.common.queue import NewJob, QueueLimits, validate_tag
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
 #: Languages a worker can run today, by their wire label.
 SUPPORTED_LANGUAGES = frozenset({"python3", "bash"})
 _WORKSPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_json = msgspec.json.Encoder()
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d9c1e-4b0a-4c55-9d8e-2a7f0c3e5b11")
 
 
@@ -65,6 +67,12 @@ def validate_request(request: RunRequest, limits: QueueLimits) -> None:
         raise InvalidRequest(
             "concurrency_limit must be at least 1 when concurrency_key is set",
             location="concurrency_limit",
+        )
+    size = len(_json.encode(request.args))
+    if size > limits.max_args_bytes:
+        raise PayloadTooLarge(
+            f"args are {size} bytes encoded, over the limit of {limits.max_args_bytes}",
+            location="args",
         )
     runnable = request.runnable
     if isinstance(runnable, RawCode) and runnable.language not in SUPPORTED_LANGUAGES:

@@ -34,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``inprocess`` (standalone) or ``kafka`` (distributed).
     bus: str = "inprocess"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: Prefix of every topic name, so several deployments can share one cluster.
+    kafka_topic_prefix: str = ""
     kafka_partitions: int = 8
     kafka_session_timeout_ms: int = 10_000
     #: Worker loops per process (standalone) and the tags they claim.
@@ -61,6 +63,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
 
 
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value).expanduser()
+    raise NotImplementedError(f"cannot read a {kind.__name__} from {value!r}")
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment (``GRISTMILL_<FIELD>``), then ``overrides``."""
     env = os.environ if environ is None else environ
@@ -76,7 +84,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        return msgspec.convert(values, Settings, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         # msgspec reports "... - at `$.http_port`"; name the variable instead.
         message = str(exc)

@@ -23,7 +23,7 @@ from gristmill.common.contracts.jobs import JobError
 from gristmill.common.contracts.runs import RawCode, RunRequest, decode_run_request
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.errors import GristmillError
-from gristmill.common.queue import NewJob, Queue, QueueLimits
+from gristmill.common.queue import NewJob, Queue
 from gristmill.common.runs import resolve, validate_request
 
 __all__ = ["Dispatcher", "MaintenanceSettings"]
@@ -48,12 +48,10 @@ class Dispatcher:
         pool: asyncpg.Pool,
         queue: Queue,
         *,
-        limits: QueueLimits | None = None,
         maintenance: MaintenanceSettings | None = None,
     ) -> None:
         self._pool = pool
         self._queue = queue
-        self._limits = limits or QueueLimits()
         self._maintenance = maintenance or MaintenanceSettings()
         self.inserted = 0
         self.parked = 0
@@ -71,7 +69,7 @@ class Dispatcher:
             jobs: list[NewJob] = []
             for _message, request in requests:
                 try:
-                    validate_request(request, self._limits)
+                    validate_request(request, self._queue.limits)
                     job = await resolve(conn, request)
                     self._queue.validate([job])
                 except GristmillError as exc:

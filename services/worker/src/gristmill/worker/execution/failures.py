@@ -48,7 +48,9 @@ def killed_by_signal(signal_number: int, *, output_tail: str | None) -> JobError
     )
 
 
-def exited_with_code(program: str, exit_code: int, *, detail: str = "", output_tail: str | None) -> JobError:
+def exited_with_code(
+    program: str, exit_code: int, *, detail: str = "", output_tail: str | None
+) -> JobError:
     return JobError(
         name="ExitCode",
         message=f"{program} exited with code {exit_code}{detail}",

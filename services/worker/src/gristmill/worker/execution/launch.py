@@ -9,12 +9,13 @@ group), with stdin on ``/dev/null`` and stdout/stderr on pipes the executor read
 
 from __future__ import annotations
 
-import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import msgspec
 
+from gristmill.worker.execution.job_process import JobProcess
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
 
@@ -47,9 +48,8 @@ class OutputPipe(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Launched(msgspec.Struct, frozen=True, kw_only=True):
-    process: asyncio.subprocess.Process
+    process: JobProcess
     outputs: tuple[OutputPipe, ...]
-    argv: tuple[str, ...]
 
 
 def build_argv(command: Command, *, workdir: Path, settings: ExecutorSettings) -> list[str]:
@@ -74,10 +74,8 @@ def build_env(request: ExecutionRequest, settings: ExecutorSettings) -> dict[str
     return env
 
 
-async def launch(
-    command: Command, *, request: ExecutionRequest, settings: ExecutorSettings
-) -> Launched:
-    """Start ``command`` in ``request.workdir`` in a new session.
+def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSettings) -> Launched:
+    """Start ``command`` in ``request.workdir`` in a new session (in the running loop).
 
     Raises ``OSError`` or ``ValueError`` (e.g. a NUL byte in an argument) when the
     process cannot be started; no file descriptor is leaked either way.
@@ -95,9 +93,9 @@ async def launch(
             err_r, err_w = os.pipe()
             read_fds.append((err_r, "stderr"))
             write_fds.append(err_w)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
             cwd=request.workdir,
@@ -114,4 +112,4 @@ async def launch(
     outputs = tuple(
         OutputPipe(fd=fd, stream=stream, inode=os.fstat(fd).st_ino) for fd, stream in read_fds
     )
-    return Launched(process=process, outputs=outputs, argv=tuple(argv))
+    return Launched(process=JobProcess(popen), outputs=outputs)

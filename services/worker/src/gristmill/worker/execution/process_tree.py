@@ -94,6 +94,12 @@ class ProcessTree:
         self._pipe_links = frozenset(f"pipe:[{inode}]" for inode in pipe_inodes)
         self._members: dict[int, int] = {}  # pid -> start time
         self._me = os.getpid()
+        self._root_reaped = False
+
+    def forget_root(self) -> None:
+        """The root is about to be reaped: its pid, and so its group and session id, may
+        be recycled from now on, so stop finding processes by them."""
+        self._root_reaped = True
 
     @property
     def pids(self) -> frozenset[int]:
@@ -107,18 +113,21 @@ class ProcessTree:
         """
         stats = {s.pid: s for s in map(_read_stat, _all_pids()) if s is not None}
         members = {
-            pid: start for pid, start in self._members.items() if not _is_gone(stats.get(pid), start)
+            pid: start
+            for pid, start in self._members.items()
+            if not _is_gone(stats.get(pid), start)
         }
         children: dict[int, list[_Stat]] = {}
         for s in stats.values():
             if s.pid == self._me or s.state in ("Z", "X"):
                 continue
             children.setdefault(s.ppid, []).append(s)
-            if s.pid == self.root_pid or self.root_pid in (s.sid, s.pgid):
-                members[s.pid] = s.start
-            elif (
+            in_session = not self._root_reaped and (
+                s.pid == self.root_pid or self.root_pid in (s.sid, s.pgid)
+            )
+            if in_session or (
                 pipe_holders
-                and s.ppid != self._me  # the worker's other children: not this job's
+                and s.ppid != self._me  # the worker's other children are not this job's
                 and _holds_any(s.pid, self._pipe_links)
             ):
                 members[s.pid] = s.start
@@ -136,15 +145,17 @@ class ProcessTree:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the root's process group and to every tracked process."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.root_pid, sig)
+        if not self._root_reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.root_pid, sig)
         for pid, start in list(self._members.items()):
             _signal_exactly(pid, start, sig)
 
     def kill_group(self) -> None:
         """SIGKILL the root's process group: cheap, no ``/proc`` scan."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.root_pid, signal.SIGKILL)
+        if not self._root_reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.root_pid, signal.SIGKILL)
 
     def kill(self, *, pipe_holders: bool = False) -> None:
         """SIGKILL the whole tree now.

@@ -1,0 +1,1 @@
+"""Gristmill's benchmarks: ``python -m bench <name> [options]`` (see bench/README.md)."""

@@ -1,0 +1,128 @@
+"""Queue throughput, claim latency and worker wake-up, on an embedded durable Postgres.
+
+``python -m bench queue_throughput [--quick]``: see bench/README.md for what each
+scenario measures and what bounds it. Results go to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench._pg import describe_machine, fresh_database, server
+from bench._procs import Processes, quiet_logging
+from bench.queue_throughput.claim_latency import LatencyPlan, measure_claim_latency
+from bench.queue_throughput.drain import DrainPlan, measure_drains
+from bench.queue_throughput.report import render_markdown
+from bench.queue_throughput.wakeup import (
+    NotifyPlan,
+    WakePlan,
+    measure_notify_cost,
+    measure_wakeup,
+)
+from gristmill.cli.postgres import EmbeddedPostgres
+
+__all__ = ["main"]
+
+_RESULTS = Path(__file__).resolve().parent.parent / "results"
+_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    drain: DrainPlan
+    latency: LatencyPlan
+    wake: WakePlan
+    notify: NotifyPlan
+    notes: tuple[str, ...] = ()
+
+
+FULL = Plan(
+    drain=DrainPlan(rounds=_ROUNDS, jobs=3000, ceiling_jobs=6000),
+    latency=LatencyPlan(rounds=_ROUNDS, backlogs=(1000, 1_000_000), samples=1000, budget_s=15.0),
+    wake=WakePlan(rounds=_ROUNDS, jobs=200, idle_s=2.0),
+    notify=NotifyPlan(rounds=_ROUNDS, seconds=3.0),
+)
+
+QUICK = Plan(
+    drain=DrainPlan(rounds=_ROUNDS, jobs=1000, ceiling_jobs=2000),
+    latency=LatencyPlan(rounds=_ROUNDS, backlogs=(1000, 100_000), samples=200, budget_s=3.0),
+    wake=WakePlan(rounds=_ROUNDS, jobs=25, idle_s=0.6),
+    notify=NotifyPlan(rounds=_ROUNDS, seconds=0.75),
+    notes=(
+        "quick run: the large claim-latency backlog is 100,000 rows instead of 1,000,000, "
+        "and every scenario runs fewer jobs; use the full run for figures",
+    ),
+)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _run(pg: EmbeddedPostgres, procs: Processes, plan: Plan) -> dict[str, Any]:
+    dsn = await fresh_database(pg, "bench_queue")
+    machine = await describe_machine(dsn)
+    _say(
+        f"PostgreSQL {machine.postgres}: fsync={machine.settings['fsync']} "
+        f"synchronous_commit={machine.settings['synchronous_commit']}"
+    )
+    drains = await measure_drains(dsn, procs, plan.drain, _say)
+    wake = await measure_wakeup(dsn, procs, plan.wake, _say)
+    notify = await measure_notify_cost(dsn, plan.notify, _say)
+    # Last: loading the big backlog leaves autovacuum work behind.
+    latency = await measure_claim_latency(lambda name: fresh_database(pg, name), plan.latency, _say)
+    return {
+        "machine": machine.to_dict(),
+        "throughput": {
+            "queue": [p.to_dict() for p in drains.queue],
+            "ceiling": [p.to_dict() for p in drains.ceiling],
+        },
+        "claim_latency": [p.to_dict() for p in latency],
+        "wakeup": [p.to_dict() for p in wake],
+        "notify_cost": [p.to_dict() for p in notify],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench queue_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, under 2 minutes (CI smoke)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=_RESULTS, help=f"results directory (default {_RESULTS})"
+    )
+    args = parser.parse_args(argv)
+    quiet_logging()
+    plan = QUICK if args.quick else FULL
+    date = datetime.now(UTC)
+    started = time.perf_counter()
+    with server() as pg, Processes(2) as procs:
+        results = asyncio.run(_run(pg, procs, plan))
+    doc: dict[str, Any] = {
+        "benchmark": "queue_throughput",
+        "mode": "quick" if args.quick else "full",
+        "date": date.isoformat(timespec="seconds"),
+        "duration_s": time.perf_counter() - started,
+        "rounds": _ROUNDS,
+        "plan": dataclasses.asdict(plan),
+        "notes": list(plan.notes),
+        **results,
+    }
+    markdown = render_markdown(doc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "queue_throughput.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (args.out / "queue_throughput.md").write_text(markdown)
+    print(markdown)
+    _say(f"written to {args.out}/queue_throughput.{{json,md}}")
+    return 0

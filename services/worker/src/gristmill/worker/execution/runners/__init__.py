@@ -1,0 +1,19 @@
+"""The language runners, by ``language`` label."""
+
+from __future__ import annotations
+
+from gristmill.worker.execution.runners.base import Runner
+from gristmill.worker.execution.runners.bash import BashRunner
+from gristmill.worker.execution.runners.python import PythonRunner
+
+__all__ = ["Runner", "runner_for", "supported_languages"]
+
+_RUNNERS: dict[str, Runner] = {runner.language: runner for runner in (PythonRunner(), BashRunner())}
+
+
+def runner_for(language: str) -> Runner | None:
+    return _RUNNERS.get(language)
+
+
+def supported_languages() -> frozenset[str]:
+    return frozenset(_RUNNERS)

@@ -1,0 +1,85 @@
+"""What a language runner is: it prepares a job's command and reads its result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from gristmill.common.contracts.jobs import JobError
+from gristmill.worker.execution.launch import Command
+from gristmill.worker.execution.request import ExecutionRequest
+from gristmill.worker.execution.settings import ExecutorSettings
+
+__all__ = ["Finished", "ResultUnreadable", "RunResult", "Runner", "read_result_file"]
+
+
+class Finished(msgspec.Struct, frozen=True, kw_only=True):
+    """A job process that exited by itself (it was neither killed nor timed out)."""
+
+    exit_code: int
+    workdir: Path
+    #: The end of stdout, for commands with ``separate_stderr`` (else empty) ...
+    stdout_tail: str
+    #: ... and whether its beginning was dropped.
+    stdout_tail_cut: bool
+    #: The last lines of all output, for error messages.
+    output_tail: str
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    result: Any = None
+    error: JobError | None = None
+
+
+class Runner(Protocol):
+    """One language. Adding a language is one module with one of these, registered
+    in ``runners/__init__.py``."""
+
+    @property
+    def language(self) -> str:
+        """The job ``language`` label this runner handles (e.g. ``python3``)."""
+        ...
+
+    def prepare(self, request: ExecutionRequest, settings: ExecutorSettings) -> Command:
+        """Write what the job needs into ``request.workdir``; say what to run there.
+
+        May raise ``OSError`` (the job then fails with ``LaunchError``).
+        """
+        ...
+
+    def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
+        """Turn an exited process (and what it left in the workdir) into a result."""
+        ...
+
+
+class ResultUnreadable(Exception):
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def read_result_file(path: Path, *, max_bytes: int, label: str) -> bytes | None:
+    """The bytes of a result file, ``None`` if there is none.
+
+    Raises ``ResultUnreadable`` when it is larger than ``max_bytes`` or unreadable.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ResultUnreadable(
+            JobError(name="InvalidResult", message=f"could not read {label}: {exc}", location=label)
+        ) from exc
+    if len(data) > max_bytes:
+        raise ResultUnreadable(
+            JobError(
+                name="ResultTooLarge",
+                message=f"{label} is larger than the limit of {max_bytes} bytes",
+                location=label,
+            )
+        )
+    return data
