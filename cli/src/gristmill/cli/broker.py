@@ -91,6 +91,9 @@ class LocalBroker:
                 # A port picked by us may have been taken in between: pick another.
                 if self._requested_port != 0 or attempt == 2:
                     raise
+            except BaseException:
+                self.stop()
+                raise
             else:
                 return
 
@@ -158,6 +161,9 @@ class LocalBroker:
                 await self.astop()
                 if self._requested_port != 0 or attempt == 2:
                     raise
+            except BaseException:
+                self.stop()  # also when cancelled: the broker exits at once on SIGTERM
+                raise
             else:
                 return
 

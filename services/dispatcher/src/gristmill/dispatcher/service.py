@@ -135,7 +135,12 @@ class Dispatcher:
                 await self.maintain_once(purge=time.monotonic() - last_purge >= settings.purge_every_s)
                 if time.monotonic() - last_purge >= settings.purge_every_s:
                     last_purge = time.monotonic()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:
                 _log.warning("queue maintenance failed; will retry", error=str(exc))
             try:
                 await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import msgspec
+import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from gristmill.common import errors
 
 __all__ = ["exception_handlers"]
+
+_log = structlog.get_logger(__name__)
 
 _STATUS = {
     errors.InvalidRequest: 400,
@@ -55,7 +59,27 @@ def _decode_error(_request: Request[Any, Any, Any], exc: msgspec.DecodeError) ->
     )
 
 
+def _database_unavailable(_request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    _log.warning("database unavailable", error=f"{type(exc).__name__}: {exc}")
+    return Response(
+        {
+            "error": {
+                "code": "unavailable",
+                "message": "the database is unavailable; nothing was accepted, retry shortly",
+            }
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 exception_handlers: dict[Any, Any] = {
+    OSError: _database_unavailable,
+    asyncpg.InterfaceError: _database_unavailable,
+    asyncpg.InternalClientError: _database_unavailable,
+    asyncpg.PostgresConnectionError: _database_unavailable,
+    asyncpg.CannotConnectNowError: _database_unavailable,
+    asyncpg.AdminShutdownError: _database_unavailable,
     errors.GristmillError: _gristmill_error,
     HTTPException: _http_error,
     msgspec.DecodeError: _decode_error,

@@ -31,7 +31,15 @@ from gristmill.worker.execution import ExecutionRequest, ExecutorSettings, execu
 __all__ = ["Worker", "WorkerSettings"]
 
 _log = structlog.get_logger(__name__)
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+#: What a database outage looks like from asyncpg: refused or dropped connections,
+#: server shutdown, and a connection left mid-operation by a drop.
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -31,7 +31,7 @@ from aiokafka.errors import (
 )
 from structlog.typing import FilteringBoundLogger
 
-from gristmill.common.bus.base import Handler, Message
+from gristmill.common.bus.base import Bus, Handler, Message
 
 __all__ = ["KafkaBus", "ensure_topics"]
 
@@ -368,3 +368,10 @@ async def ensure_topics(
             raise KafkaError("could not create topics: " + "; ".join(errors))
     finally:
         await admin.close()
+
+
+if TYPE_CHECKING:
+
+    def _implements_bus(bus: KafkaBus) -> Bus:
+        """Type checkers verify here that ``KafkaBus`` satisfies the ``Bus`` protocol."""
+        return bus

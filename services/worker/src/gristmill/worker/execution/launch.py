@@ -9,6 +9,7 @@ group), with stdin on ``/dev/null`` and stdout/stderr on pipes the executor read
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -80,6 +81,10 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
     Raises ``OSError`` or ``ValueError`` (e.g. a NUL byte in an argument) when the
     process cannot be started; no file descriptor is leaked either way.
     """
+    program = command.argv[0]
+    if settings.launch_prefix and os.path.isabs(program) and not os.access(program, os.X_OK):
+        # Behind a prefix, a missing program would surface only as the prefix's exit code.
+        raise FileNotFoundError(errno.ENOENT, "no such executable", program)
     argv = build_argv(command, workdir=request.workdir, settings=settings)
     env = build_env(request, settings)
     read_fds: list[tuple[int, str]] = []

@@ -10,7 +10,7 @@ import sys
 
 import msgspec
 
-__all__ = ["ExecutorSettings", "default_bash_bin", "default_python_bin"]
+__all__ = ["ExecutorSettings", "default_bash_bin", "default_launch_prefix", "default_python_bin"]
 
 _SYSTEM_PYTHON = "/usr/bin/python3"
 #: The oldest interpreter the Python bootstrap supports.
@@ -27,6 +27,19 @@ def default_python_bin() -> str:
     if _interpreter_works(_SYSTEM_PYTHON):
         return _SYSTEM_PYTHON
     return os.path.realpath(sys.executable)
+
+
+@functools.cache
+def default_launch_prefix() -> tuple[str, ...]:
+    """Ties the job's process to the worker: if the worker dies, the job gets SIGKILL.
+
+    ``setpriv --pdeathsig`` sets the parent-death signal and execs the job (about a
+    millisecond). Without it, a job outlives a killed worker until it ends by itself.
+    """
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None:
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 @functools.cache
@@ -83,7 +96,7 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``PATH`` for jobs whose environment does not set one.
     default_path: str = "/usr/local/bin:/usr/bin:/bin"
     #: Prepended to every job's argv (e.g. ``("nice", "-n", "10")``); see ``launch.build_argv``.
-    launch_prefix: tuple[str, ...] = ()
+    launch_prefix: tuple[str, ...] = msgspec.field(default_factory=lambda: default_launch_prefix())
 
     def __post_init__(self) -> None:
         for name in _NON_NEGATIVE:
