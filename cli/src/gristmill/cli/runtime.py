@@ -145,8 +145,11 @@ def _maintenance(settings: Settings) -> MaintenanceSettings:
     )
 
 
-def _gateway_context(pool: asyncpg.Pool, queue: Queue, bus: Bus, settings: Settings) -> GatewayContext:
+def _gateway_context(
+    pool: asyncpg.Pool, queue: Queue, bus: Bus, settings: Settings, *, remote_bus: bool = False
+) -> GatewayContext:
     return GatewayContext(
+        await_job_visible_s=10.0 if remote_bus else None,
         pool=pool,
         queue=queue,
         bus=bus,
@@ -223,18 +226,26 @@ async def _announce_when_ready(
     sys.stdout.flush()
 
 
-async def _kafka_bus(settings: Settings, client_id: str) -> contextlib.AbstractAsyncContextManager[Bus]:
+@contextlib.asynccontextmanager
+async def _kafka_bus(settings: Settings, client_id: str) -> AsyncIterator[Bus]:
     from gristmill.common.bus.kafka import KafkaBus, ensure_topics
+    from gristmill.common.bus.prefixed import PrefixedBus
 
+    prefix = settings.kafka_topic_prefix
     await ensure_topics(
         settings.kafka_bootstrap,
-        {Topic.RUN_REQUESTS: settings.kafka_partitions, Topic.DEAD_LETTERS: 1},
+        {
+            f"{prefix}{Topic.RUN_REQUESTS}": settings.kafka_partitions,
+            f"{prefix}{Topic.DEAD_LETTERS}": 1,
+        },
     )
-    return KafkaBus(
+    async with KafkaBus(
         settings.kafka_bootstrap,
         client_id=client_id,
         session_timeout_ms=settings.kafka_session_timeout_ms,
-    )
+        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 6),
+    ) as bus:
+        yield PrefixedBus(bus, prefix) if prefix else bus
 
 
 async def run_service(name: str, settings: Settings) -> None:
@@ -249,12 +260,14 @@ async def run_service(name: str, settings: Settings) -> None:
 
     async def gateway(pool: asyncpg.Pool, queue: Queue) -> None:
         await ensure_bootstrap(pool, admin_token=settings.admin_token)
-        async with await _kafka_bus(settings, "gristmill-gateway") as bus:
-            await _serve_http(_gateway_context(pool, queue, bus, settings), settings, stop)
+        async with _kafka_bus(settings, "gristmill-gateway") as bus:
+            await _serve_http(
+                _gateway_context(pool, queue, bus, settings, remote_bus=True), settings, stop
+            )
 
     async def dispatcher(pool: asyncpg.Pool, queue: Queue) -> None:
         service = Dispatcher(pool, queue, maintenance=_maintenance(settings))
-        async with await _kafka_bus(settings, "gristmill-dispatcher") as bus:
+        async with _kafka_bus(settings, "gristmill-dispatcher") as bus:
             await service.run(bus, stop)
 
     async def worker(pool: asyncpg.Pool, queue: Queue) -> None:

@@ -53,6 +53,8 @@ class Dispatcher:
         self._pool = pool
         self._queue = queue
         self._maintenance = maintenance or MaintenanceSettings()
+        #: Counters since start: messages handled, jobs inserted, messages parked.
+        self.seen = 0
         self.inserted = 0
         self.parked = 0
 
@@ -87,6 +89,7 @@ class Dispatcher:
                     payload=message.value,
                     error=error,
                 )
+        self.seen += len(batch)
         self.inserted += len(inserted)
         self.parked += len(dead)
         if dead:

@@ -20,3 +20,7 @@ class GatewayContext(msgspec.Struct, kw_only=True):
     version: str = "0.1.0"
     #: Where the gateway is reachable (told to jobs and printed at start).
     base_url: str | None = None
+    #: With a remote bus, a published request becomes a job only once a dispatcher
+    #: inserted it: wait (up to this long) so that the id answered can be read at once.
+    #: ``None`` when publish already returns after the insert (in-process bus).
+    await_job_visible_s: float | None = None

@@ -56,6 +56,7 @@ IMPORT_TO_DISTRIBUTION: Final[Mapping[str, str]] = MappingProxyType(
         "multipart": "python-multipart",
         "nacl": "PyNaCl",
         "OpenSSL": "pyOpenSSL",
+        "PIL": "Pillow",
         "pkg_resources": "setuptools",
         "pptx": "python-pptx",
         "psycopg2": "psycopg2-binary",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
@@ -28,6 +30,7 @@ from gristmill.gateway.context import GatewayContext
 __all__ = ["cancel_job", "get_job", "get_result_maybe", "get_update", "run_preview"]
 
 _Q = load_queries("queue.sql")
+_log = structlog.get_logger(__name__)
 _AuthRequest = Request[TokenInfo, str, Any]
 
 
@@ -57,6 +60,21 @@ async def submit(context: GatewayContext, request: RunRequest) -> None:
     await context.bus.publish(
         Topic.RUN_REQUESTS, encode_run_request(request), key=request.job_id.bytes
     )
+    if context.await_job_visible_s is not None:
+        await _await_visible(context, request.job_id, context.await_job_visible_s)
+
+
+async def _await_visible(context: GatewayContext, job_id: uuid.UUID, limit_s: float) -> None:
+    """Wait until a dispatcher inserted the job (it is durable on the bus already)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    delay = 0.002
+    while loop.time() < deadline:
+        if await context.pool.fetchval("SELECT 1 FROM jobs WHERE id = $1", job_id):
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    _log.warning("job accepted but not yet dispatched", job_id=str(job_id), waited_s=limit_s)
 
 
 @post("/api/w/{workspace:str}/jobs/run/preview", status_code=201, media_type="text/plain")
