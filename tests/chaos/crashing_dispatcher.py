@@ -26,8 +26,9 @@ async def main(bootstrap: str, topic: str, group: str, dsn: str) -> None:
         print(f"inserted {dispatcher.inserted}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # before the offset commit
 
-    async with KafkaBus(bootstrap, client_id="crashing", session_timeout_ms=6000,
-                        heartbeat_interval_ms=1000) as bus:
+    async with KafkaBus(
+        bootstrap, client_id="crashing", session_timeout_ms=6000, heartbeat_interval_ms=1000
+    ) as bus:
         await bus.consume(topic, group, handle_then_die, stop=stop, max_batch=10_000)
 
 

@@ -50,9 +50,15 @@ async def test_redelivered_batch_is_inserted_once(
         await bus.publish(kafka_topic, b"\x00 not a run request")
 
     crashing = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).with_name("crashing_dispatcher.py")),
-        kafka_broker, kafka_topic, group, database_url,
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        sys.executable,
+        str(Path(__file__).with_name("crashing_dispatcher.py")),
+        kafka_broker,
+        kafka_topic,
+        group,
+        database_url,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(crashing.communicate(), timeout=90)
     assert crashing.returncode == -9, output.decode()
@@ -62,9 +68,12 @@ async def test_redelivered_batch_is_inserted_once(
     # A healthy dispatcher in the same group gets the uncommitted batch again.
     dispatcher = Dispatcher(pg_pool, Queue(pg_pool))
     stop = asyncio.Event()
-    async with KafkaBus(kafka_broker, client_id="healthy", session_timeout_ms=6000,
-                        heartbeat_interval_ms=1000) as bus:
-        consuming = asyncio.create_task(bus.consume(kafka_topic, group, dispatcher.handle, stop=stop))
+    async with KafkaBus(
+        kafka_broker, client_id="healthy", session_timeout_ms=6000, heartbeat_interval_ms=1000
+    ) as bus:
+        consuming = asyncio.create_task(
+            bus.consume(kafka_topic, group, dispatcher.handle, stop=stop)
+        )
 
         async def all_seen() -> bool:
             return dispatcher.seen >= REQUESTS + 1  # every message, the bad one included
@@ -79,4 +88,3 @@ async def test_redelivered_batch_is_inserted_once(
     assert await pg_pool.fetchval("SELECT count(*) FROM dead_letters") == 1
     # The redelivered requests that were already committed inserted nothing new.
     assert dispatcher.inserted == REQUESTS - first_inserted
-

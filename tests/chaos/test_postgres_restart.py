@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from gristmill.common.db.pool import connect
 import httpx
 
+from gristmill.common.db.pool import connect
 from tests.harness.postgres import RestartablePg
 from tests.harness.services import GristmillProcess, free_port, wait_http, wait_until
 

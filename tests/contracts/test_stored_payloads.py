@@ -47,7 +47,9 @@ def test_full_run_request_v1_decodes() -> None:
     request = decode_run_request((STORED / "run_request_v1_full.json").read_bytes())
     assert request.runnable == ScriptPath(path="f/billing/invoice")
     assert request.trigger.kind is TriggerKind.KAFKA
-    assert request.retry == RetryPolicy(max_attempts=3, delay_s=1.5, multiplier=2.0, max_delay_s=60.0)
+    assert request.retry == RetryPolicy(
+        max_attempts=3, delay_s=1.5, multiplier=2.0, max_delay_s=60.0
+    )
     assert request.scheduled_for == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     assert (request.concurrency_key, request.concurrency_limit) == ("billing", 2)
     assert request.meta == {"http": {"method": "POST"}}
@@ -74,7 +76,9 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
         ({"type": "something_else"}, "type"),
     ],
 )
-def test_malformed_run_requests_fail_with_location(mutation: dict[str, object], message: str) -> None:
+def test_malformed_run_requests_fail_with_location(
+    mutation: dict[str, object], message: str
+) -> None:
     raw = msgspec.json.decode((STORED / "run_request_v1.json").read_bytes())
     raw.update(mutation)
     with pytest.raises(msgspec.ValidationError, match=message.replace("$", r"\$")):

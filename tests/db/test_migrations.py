@@ -9,13 +9,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from gristmill.common.db.migrations import available_migrations, migrate, pending_migrations, schema_sql
+from gristmill.common.db.migrations import (
+    available_migrations,
+    migrate,
+    pending_migrations,
+    schema_sql,
+)
 from tests.harness.postgres import PgServer
 
 # Everything that makes up the schema, as comparable text.
 _SNAPSHOT = """
 SELECT 'column' AS kind, c.table_name || '.' || c.column_name AS name,
-       concat_ws(' ', c.data_type, c.udt_name, c.is_nullable, c.column_default, c.ordinal_position) AS def
+       concat_ws(' ', c.data_type, c.udt_name, c.is_nullable, c.column_default,
+                 c.ordinal_position) AS def
 FROM information_schema.columns c WHERE c.table_schema = 'public'
 UNION ALL
 SELECT 'index', indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
@@ -51,11 +57,7 @@ async def _snapshot(dsn: str) -> list[tuple[str, str, str]]:
         rows = await conn.fetch(_SNAPSHOT)
     finally:
         await conn.close()
-    return [
-        (r["kind"], r["name"], r["def"])
-        for r in rows
-        if "schema_migrations" not in r["name"]
-    ]
+    return [(r["kind"], r["name"], r["def"]) for r in rows if "schema_migrations" not in r["name"]]
 
 
 async def test_migrations_yield_exactly_schema_sql(empty_databases: tuple[str, str]) -> None:

@@ -67,7 +67,9 @@ async def test_malformed_messages_are_parked_not_dropped(
     ]
     await dispatcher.handle(batch)
     await dispatcher.handle(batch)
-    rows = await pg_pool.fetch('SELECT "offset", payload, error FROM dead_letters ORDER BY "offset"')
+    rows = await pg_pool.fetch(
+        'SELECT "offset", payload, error FROM dead_letters ORDER BY "offset"'
+    )
     assert [r["offset"] for r in rows] == [10, 11]
     assert rows[0]["payload"] == b"{not json"
     assert "undecodable run request" in rows[0]["error"]
@@ -94,7 +96,9 @@ async def test_understood_but_invalid_requests_become_failed_jobs(
 ) -> None:
     bad = request(**overrides)
     await dispatcher.handle([message(encode_run_request(bad))])
-    row = await pg_pool.fetchrow("SELECT status, error FROM jobs_completed WHERE id = $1", bad.job_id)
+    row = await pg_pool.fetchrow(
+        "SELECT status, error FROM jobs_completed WHERE id = $1", bad.job_id
+    )
     assert row is not None, "the request vanished"
     assert row["status"] == "failure"
     assert row["error"]["location"] == location

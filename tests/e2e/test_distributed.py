@@ -38,14 +38,18 @@ def test_job_submitted_over_http_runs_through_kafka(
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/api/version", process=gateway)
 
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    ) as client:
         job_ids = []
         for n in range(5):
             response = client.post(
                 "/api/w/main/jobs/run/preview",
                 json={
                     "language": "python3",
-                    "content": "import os\ndef main(n: int):\n    return {'n': n, 'pid': os.getpid()}\n",
+                    "content": (
+                        "import os\ndef main(n: int):\n    return {'n': n, 'pid': os.getpid()}\n"
+                    ),
                     "args": {"n": n},
                 },
             )

@@ -191,11 +191,17 @@ def test_bad_requests_get_clear_errors(gristmill: httpx.Client) -> None:
     assert unknown_path.status_code == 404
     huge = gristmill.post(
         "/api/w/main/jobs/run/preview",
-        json={"content": "def main(): pass", "language": "python3", "args": {"x": "y" * (11 << 20)}},
+        json={
+            "content": "def main(): pass",
+            "language": "python3",
+            "args": {"x": "y" * (11 << 20)},
+        },
     )
     assert huge.status_code == 413
     # And the service keeps working.
-    assert wait_result(gristmill, run_preview(gristmill, "def main():\n    return 7\n"))["result"] == 7
+    assert (
+        wait_result(gristmill, run_preview(gristmill, "def main():\n    return 7\n"))["result"] == 7
+    )
 
 
 def test_idempotency_key_names_one_job(gristmill: httpx.Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,8 +11,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -72,15 +73,15 @@ class GristmillProcess:
         code = self.proc.returncode
         self._log.close()
         # Jobs it ran live in their own sessions: make sure nothing outlives the test.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return code
 
     def assert_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise AssertionError(f"gristmill {self.args} exited {self.proc.returncode}:\n{self.output()[-4000:]}")
+            raise AssertionError(
+                f"gristmill {self.args} exited {self.proc.returncode}:\n{self.output()[-4000:]}"
+            )
 
 
 def wait_http(url: str, timeout: float = 60, process: GristmillProcess | None = None) -> None:
@@ -118,7 +119,9 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., GristmillProcess]]:
     """Start ``gristmill`` subprocesses; all are stopped at the end of the test."""
     started: list[GristmillProcess] = []
 
-    def _spawn(args: list[str], env: Mapping[str, str], name: str | None = None) -> GristmillProcess:
+    def _spawn(
+        args: list[str], env: Mapping[str, str], name: str | None = None
+    ) -> GristmillProcess:
         label = name or args[0]
         process = GristmillProcess(args, env, tmp_path / f"{label}-{len(started)}.log")
         started.append(process)

@@ -16,8 +16,8 @@ from gristmill.common.pydeps import (
 )
 
 
-def distributions(code: str, **kwargs: str) -> tuple[str, ...]:
-    return infer_requirements(textwrap.dedent(code), **kwargs).distributions
+def distributions(code: str) -> tuple[str, ...]:
+    return infer_requirements(textwrap.dedent(code)).distributions
 
 
 @pytest.mark.parametrize(("module", "distribution"), sorted(IMPORT_TO_DISTRIBUTION.items()))
@@ -39,7 +39,10 @@ def test_every_mapping(module: str, distribution: str) -> None:
         ("from PIL import Image", ("Pillow",)),
         ("import sklearn.linear_model", ("scikit-learn",)),
         # Namespace packages: the distribution is named after 2 or 3 components.
-        ("from google.cloud import storage, bigquery", ("google-cloud-bigquery", "google-cloud-storage")),
+        (
+            "from google.cloud import storage, bigquery",
+            ("google-cloud-bigquery", "google-cloud-storage"),
+        ),
         ("from google.cloud.storage import Client", ("google-cloud-storage",)),
         ("import google.cloud.firestore", ("google-cloud-firestore",)),
         ("from google.cloud import pubsub_v1", ("google-cloud-pubsub",)),
@@ -143,7 +146,10 @@ def test_nested_imports_count_except_under_type_checking() -> None:
         ("import requests  #pin:requests>=2,<3", ("requests>=2,<3",)),
         ("import requests  # pin: requests[socks]==2.31.0", ("requests[socks]==2.31.0",)),
         # A pin naming another package swaps the statement's packages.
-        ("import cv2  # pin: opencv-python-headless==4.9.0.80", ("opencv-python-headless==4.9.0.80",)),
+        (
+            "import cv2  # pin: opencv-python-headless==4.9.0.80",
+            ("opencv-python-headless==4.9.0.80",),
+        ),
         # A pin naming one of the statement's packages leaves the others.
         ("import yaml, requests  # pin: requests<3", ("PyYAML", "requests<3")),
         ("from PIL import (\n    Image,  # pin: pillow==10.0.0\n)", ("pillow==10.0.0",)),
@@ -237,7 +243,11 @@ def test_pep723_overrides_inference() -> None:
         ("# /// script\n# requires-python = '>=3.9'\n# ///\nimport yaml\n", (), "pep723"),
         ("# /// script\n# dependencies = []\n# ///\nimport yaml\n", (), "pep723"),
         # Another block type, or a malformed fence, is not script metadata.
-        ("# /// pyproject\n# dependencies = ['six']\n# ///\nimport yaml\n", ("PyYAML",), "inferred"),
+        (
+            "# /// pyproject\n# dependencies = ['six']\n# ///\nimport yaml\n",
+            ("PyYAML",),
+            "inferred",
+        ),
         ("#/// script\n# dependencies = ['six']\n# ///\nimport yaml\n", ("PyYAML",), "inferred"),
     ],
 )
@@ -305,7 +315,9 @@ def test_relative_imports(code: str, path: str | None, expected: tuple[str, ...]
 SCRIPTS = {
     "f/app/root": "from f.app.b import x\nimport requests\n",
     "f/app/b": "from f.app.c import y  # a cycle: c imports b and root\nimport yaml\n",
-    "f/app/c": "from f.app.b import x\nfrom f.app.root import z\nfrom f.app import missing\nimport six\n",
+    "f/app/c": (
+        "from f.app.b import x\nfrom f.app.root import z\nfrom f.app import missing\nimport six\n"
+    ),
 }
 
 

@@ -218,7 +218,9 @@ async def test_timeout_sweep_fails_overdue_jobs(queue: Queue, pg_pool: asyncpg.P
     assert not await queue.complete(claimed, "too late")
 
 
-async def test_concurrency_limit_holds_under_contention(queue: Queue, pg_pool: asyncpg.Pool) -> None:
+async def test_concurrency_limit_holds_under_contention(
+    queue: Queue, pg_pool: asyncpg.Pool
+) -> None:
     keyed = [job(concurrency_key="api-quota", concurrency_limit=2) for _ in range(30)]
     free = [job() for _ in range(5)]
     await queue.enqueue(keyed + free)
@@ -232,7 +234,9 @@ async def test_concurrency_limit_holds_under_contention(queue: Queue, pg_pool: a
     keyed_running = [j for j in running if j.concurrency_key == "api-quota"]
     assert len(keyed_running) == 2
     assert {j.id for j in free} <= {j.id for j in running}
-    assert await pg_pool.fetchval("SELECT running FROM concurrency_slots WHERE key = 'api-quota'") == 2
+    assert (
+        await pg_pool.fetchval("SELECT running FROM concurrency_slots WHERE key = 'api-quota'") == 2
+    )
 
     # Drain: at no point more than two keyed jobs hold a slot.
     done = 0
@@ -244,7 +248,9 @@ async def test_concurrency_limit_holds_under_contention(queue: Queue, pg_pool: a
         again = await asyncio.gather(*(claim_round(i) for i in range(claimers)))
         held += [j for batch in again for j in batch if j.concurrency_key == "api-quota"]
         assert len(held) <= 2
-        slots = await pg_pool.fetchval("SELECT running FROM concurrency_slots WHERE key = 'api-quota'")
+        slots = await pg_pool.fetchval(
+            "SELECT running FROM concurrency_slots WHERE key = 'api-quota'"
+        )
         assert slots == len(held)
     assert done == 30
 
@@ -315,7 +321,9 @@ async def test_retention_purges_old_jobs_and_logs(queue: Queue, pg_pool: asyncpg
     assert await queue.purge(retention_s=30 * 24 * 3600) == 1
     assert await pg_pool.fetchval("SELECT count(*) FROM jobs WHERE id = $1", old.id) == 0
     assert await pg_pool.fetchval("SELECT count(*) FROM job_logs WHERE job_id = $1", old.id) == 0
-    assert await pg_pool.fetchval("SELECT count(*) FROM jobs_completed WHERE id = $1", recent.id) == 1
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM jobs_completed WHERE id = $1", recent.id) == 1
+    )
     assert await queue.read_logs(recent.id) == [(0, "hello\n")]
 
 

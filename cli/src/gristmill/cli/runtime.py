@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -61,7 +61,7 @@ class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the process's stop event rules."""
 
     @contextlib.contextmanager
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]  # a plain context manager is all serve() needs
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -133,7 +133,9 @@ def _worker_settings(settings: Settings, concurrency: int) -> WorkerSettings:
 
 def _executor_settings(settings: Settings) -> ExecutorSettings:
     if settings.python_bin:
-        return ExecutorSettings(python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes)
+        return ExecutorSettings(
+            python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes
+        )
     return ExecutorSettings(log_max_bytes=settings.max_log_bytes)
 
 
@@ -194,7 +196,9 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                     tasks.create_task(
                         _serve_http(_gateway_context(pool, queue, bus, settings), settings, stop)
                     )
-                    tasks.create_task(_announce_when_ready(url, settings, token, token_file, announce))
+                    tasks.create_task(
+                        _announce_when_ready(url, settings, token, token_file, announce)
+                    )
         finally:
             await pool.close()
 
@@ -234,10 +238,7 @@ async def _kafka_bus(settings: Settings, client_id: str) -> AsyncIterator[Bus]:
     prefix = settings.kafka_topic_prefix
     await ensure_topics(
         settings.kafka_bootstrap,
-        {
-            f"{prefix}{Topic.RUN_REQUESTS}": settings.kafka_partitions,
-            f"{prefix}{Topic.DEAD_LETTERS}": 1,
-        },
+        {f"{prefix}{Topic.RUN_REQUESTS}": settings.kafka_partitions},
     )
     async with KafkaBus(
         settings.kafka_bootstrap,
@@ -272,15 +273,22 @@ async def run_service(name: str, settings: Settings) -> None:
 
     async def worker(pool: asyncpg.Pool, queue: Queue) -> None:
         async with Wakeup(
-            dsn, settings.worker_tags, mode=settings.wake_mode, poll_interval_s=settings.poll_interval_s
+            dsn,
+            settings.worker_tags,
+            mode=settings.wake_mode,
+            poll_interval_s=settings.poll_interval_s,
         ) as wakeup:
-            await Worker(pool, queue, wakeup, _worker_settings(settings, settings.workers)).run(stop)
+            await Worker(pool, queue, wakeup, _worker_settings(settings, settings.workers)).run(
+                stop
+            )
 
     async def idle(_pool: asyncpg.Pool, _queue: Queue) -> None:
         _log.info(f"{name} has nothing to serve yet; waiting for SIGTERM")
         await stop.wait()
 
-    runners.update(gateway=gateway, dispatcher=dispatcher, worker=worker, scheduler=idle, triggers=idle)
+    runners.update(
+        gateway=gateway, dispatcher=dispatcher, worker=worker, scheduler=idle, triggers=idle
+    )
     pool = await create_pool(dsn, min_size=1, max_size=max(4, settings.workers + 4))
     try:
         _log.info("service starting", service=name)

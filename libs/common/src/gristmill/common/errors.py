@@ -10,14 +10,14 @@ from typing import Any
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "GristmillError",
     "InvalidRequest",
+    "JobNotRunning",
+    "LeaseLost",
     "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
-    "Forbidden",
-    "JobNotRunning",
-    "LeaseLost",
 ]
 
 

@@ -28,6 +28,7 @@ import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError, JobStatus
 from gristmill.common.contracts.runs import RetryPolicy
+from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 
@@ -237,9 +238,7 @@ class Queue:
         for index, job in enumerate(jobs):
             _validate(job, self._limits, index)
 
-    async def enqueue(
-        self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None
-    ) -> list[uuid.UUID]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, conn: Conn | None = None) -> list[uuid.UUID]:
         """Insert jobs; return the ids actually inserted (duplicates are skipped).
 
         With ``conn``, runs inside the caller's transaction (e.g. with dead letters).
@@ -252,9 +251,7 @@ class Queue:
         async with self._pool.acquire() as acquired, acquired.transaction():
             return await self._enqueue(acquired, jobs)
 
-    async def _enqueue(
-        self, conn: asyncpg.Connection, jobs: Sequence[NewJob]
-    ) -> list[uuid.UUID]:
+    async def _enqueue(self, conn: Conn, jobs: Sequence[NewJob]) -> list[uuid.UUID]:
         columns: list[list[Any]] = [[] for _ in range(25)]
         for job in jobs:
             values = (
@@ -309,9 +306,7 @@ class Queue:
                 claimed.append(_claimed(row, worker))
             return claimed
 
-    async def heartbeat(
-        self, worker: str, job_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, bool]:
+    async def heartbeat(self, worker: str, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, bool]:
         """Ping running jobs. Returns the jobs to stop: ``{id: cancel_requested}``.
 
         A job is returned with ``False`` when the worker lost it (recovered elsewhere or
@@ -433,9 +428,7 @@ class Queue:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_Q["lock_queued"], job_id)
             if row is None:
-                done = await conn.fetchval(
-                    "SELECT 1 FROM jobs_completed WHERE id = $1", job_id
-                )
+                done = await conn.fetchval("SELECT 1 FROM jobs_completed WHERE id = $1", job_id)
                 if done is not None:
                     return CancelOutcome.ALREADY_COMPLETED
                 raise NotFound(f"job {job_id} not found", location="id")
@@ -483,9 +476,7 @@ class Queue:
                         f"put back in the queue (restart {row['restarts'] + 1} of "
                         f"{self._zombie_restart_limit})\n",
                     )
-                    _log.warning(
-                        "zombie job requeued", job_id=str(job_id), worker=row["worker"]
-                    )
+                    _log.warning("zombie job requeued", job_id=str(job_id), worker=row["worker"])
                     recovered += 1
                     continue
                 else:
@@ -551,7 +542,7 @@ class Queue:
 
     async def record_failed(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         *,
         job_id: uuid.UUID,
         workspace: str,
@@ -591,7 +582,7 @@ class Queue:
 
     @staticmethod
     async def park(
-        conn: asyncpg.Connection,
+        conn: Conn,
         *,
         source: str,
         partition: int,
@@ -601,4 +592,3 @@ class Queue:
         error: str,
     ) -> None:
         await conn.execute(_Q["insert_dead_letter"], source, partition, offset, key, payload, error)
-

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import msgspec
 
 from gristmill.common.contracts.runs import (
@@ -19,6 +18,7 @@ from gristmill.common.contracts.runs import (
     ScriptHash,
     ScriptPath,
 )
+from gristmill.common.db.pool import Conn
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gristmill.common.queue import NewJob, QueueLimits, validate_tag
 
@@ -49,9 +49,7 @@ def idempotent_job_id(workspace: str, idempotency_key: str) -> uuid.UUID:
 def validate_request(request: RunRequest, limits: QueueLimits) -> None:
     """Checks that need no database. Raises ``InvalidRequest`` naming the field."""
     if not request.workspace or not set(request.workspace) <= _WORKSPACE_CHARS:
-        raise InvalidRequest(
-            f"invalid workspace id {request.workspace!r}", location="workspace"
-        )
+        raise InvalidRequest(f"invalid workspace id {request.workspace!r}", location="workspace")
     if request.tag is not None:
         validate_tag(request.tag)
     if not 0 <= request.priority <= limits.max_priority:
@@ -83,7 +81,7 @@ def validate_request(request: RunRequest, limits: QueueLimits) -> None:
         )
 
 
-async def resolve(conn: asyncpg.Connection, request: RunRequest) -> NewJob:
+async def resolve(conn: Conn, request: RunRequest) -> NewJob:
     """The job a request describes. Raises ``NotFound``/``InvalidRequest``."""
     runnable = request.runnable
     common = {

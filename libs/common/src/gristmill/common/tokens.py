@@ -10,6 +10,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from gristmill.common.db.pool import Conn
+
 __all__ = ["TokenInfo", "create_token", "ensure_bootstrap", "hash_token", "lookup_token"]
 
 _PREFIX_LEN = 8
@@ -29,7 +31,7 @@ def hash_token(token: str) -> bytes:
 
 
 async def create_token(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Conn | asyncpg.Pool,
     *,
     user_id: str,
     label: str | None = None,
@@ -57,7 +59,7 @@ async def create_token(
     return clear
 
 
-async def lookup_token(conn: asyncpg.Connection | asyncpg.Pool, token: str) -> TokenInfo | None:
+async def lookup_token(conn: Conn | asyncpg.Pool, token: str) -> TokenInfo | None:
     """The token's owner and scope, or ``None`` if unknown or expired."""
     row = await conn.fetchrow(
         """

@@ -82,7 +82,7 @@ class Wakeup:
                 waiter.cancel()
             self._event.clear()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         if not self._tags or payload in self._tags:
             self._event.set()
 

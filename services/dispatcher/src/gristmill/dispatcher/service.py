@@ -10,6 +10,7 @@ acknowledge the batch. Redelivery inserts nothing twice (job ids are keys).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from gristmill.common.bus.base import Bus, Message
 from gristmill.common.contracts.jobs import JobError
 from gristmill.common.contracts.runs import RawCode, RunRequest, decode_run_request
 from gristmill.common.contracts.topics import Topic
+from gristmill.common.db.pool import Conn
 from gristmill.common.errors import GristmillError
 from gristmill.common.queue import NewJob, Queue
 from gristmill.common.runs import resolve, validate_request
@@ -95,9 +97,7 @@ class Dispatcher:
         if dead:
             _log.warning("parked undecodable messages", count=len(dead), first=dead[0][1])
 
-    async def _record_failed(
-        self, conn: asyncpg.Connection, request: RunRequest, exc: GristmillError
-    ) -> None:
+    async def _record_failed(self, conn: Conn, request: RunRequest, exc: GristmillError) -> None:
         runnable = request.runnable
         path = getattr(runnable, "path", None)
         language = runnable.language if isinstance(runnable, RawCode) else None
@@ -126,7 +126,9 @@ class Dispatcher:
     async def run(self, bus: Bus, stop: asyncio.Event) -> None:
         """Consume run requests and do queue upkeep until ``stop``."""
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(bus.consume(Topic.RUN_REQUESTS, CONSUMER_GROUP, self.handle, stop=stop))
+            tasks.create_task(
+                bus.consume(Topic.RUN_REQUESTS, CONSUMER_GROUP, self.handle, stop=stop)
+            )
             tasks.create_task(self.maintain(stop))
 
     async def maintain(self, stop: asyncio.Event) -> None:
@@ -135,7 +137,9 @@ class Dispatcher:
         last_purge = 0.0
         while not stop.is_set():
             try:
-                await self.maintain_once(purge=time.monotonic() - last_purge >= settings.purge_every_s)
+                await self.maintain_once(
+                    purge=time.monotonic() - last_purge >= settings.purge_every_s
+                )
                 if time.monotonic() - last_purge >= settings.purge_every_s:
                     last_purge = time.monotonic()
             except (
@@ -145,10 +149,8 @@ class Dispatcher:
                 asyncpg.InternalClientError,
             ) as exc:
                 _log.warning("queue maintenance failed; will retry", error=str(exc))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
-            except TimeoutError:
-                pass
 
     async def maintain_once(self, *, purge: bool = True) -> dict[str, int]:
         settings = self._maintenance

@@ -29,7 +29,7 @@ _STATUS = {
 def _status_of(exc: errors.GristmillError) -> int:
     for cls in type(exc).__mro__:
         if cls in _STATUS:
-            return _STATUS[cls]  # type: ignore[index]  # mro entries are the keys' types
+            return _STATUS[cls]
     return 500
 
 

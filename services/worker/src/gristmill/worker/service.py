@@ -224,7 +224,8 @@ class Worker:
                 return
             if outcome.exit_reason == ExitReason.CANCELED:
                 error = outcome.error or JobError(
-                    name="Canceled", message=state.stop_reason or "canceled",
+                    name="Canceled",
+                    message=state.stop_reason or "canceled",
                     exit_reason=ExitReason.CANCELED,
                 )
                 if state.stop_reason == "worker shutting down":

@@ -5,9 +5,9 @@ fields get defaults; a field's type never changes; tagged unions name their kind
 """
 
 from gristmill.common.contracts.jobs import (
+    JobCompleted,
     JobError,
     JobEvent,
-    JobCompleted,
     JobQueued,
     JobStarted,
     JobStatus,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 import msgspec
 
@@ -108,5 +107,5 @@ def encode_job_event(event: JobEvent) -> bytes:
 
 
 def decode_job_event(data: bytes | str) -> JobEvent:
-    return _event_decoder.decode(data)
-
+    event: JobEvent = _event_decoder.decode(data)
+    return event

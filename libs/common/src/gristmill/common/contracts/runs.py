@@ -95,9 +95,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return float(min(delay, self.max_delay_s))
 
 
-class RunRequest(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="run_request"
-):
+class RunRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="run_request"):
     """A request to run a script or flow. Published on ``Topic.RUN_REQUESTS``.
 
     ``job_id`` is chosen by the producer so it can answer at once and so that a

@@ -11,6 +11,3 @@ class Topic(StrEnum):
     #: Run requests from every ingress (gateway, triggers, scheduler) to the dispatcher.
     #: Message type: :class:`gristmill.common.contracts.runs.RunRequest`. Key: job id.
     RUN_REQUESTS = "gristmill.run-requests"
-    #: Messages the dispatcher could not decode or validate, parked with their error.
-    #: Also kept in the ``dead_letters`` table.
-    DEAD_LETTERS = "gristmill.dead-letters"

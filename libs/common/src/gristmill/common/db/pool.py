@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["connect", "create_pool", "init_connection"]
+__all__ = ["Conn", "connect", "create_pool", "init_connection"]
+
+#: A connection of our own or one borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
@@ -21,7 +25,7 @@ def _decode_json(value: str) -> Any:
     return _json_decoder.decode(value)
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: Conn) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=_encode_json, decoder=_decode_json, schema="pg_catalog"

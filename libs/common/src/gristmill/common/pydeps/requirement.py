@@ -19,9 +19,10 @@ __all__ = ["check_requirement", "normalize_name", "requirement_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _EXTRAS = re.compile(r"\s*\[\s*[A-Za-z0-9._\-,\s]*\]")
-#: What may follow the name and extras: a specifier, a URL, a marker, or nothing.
-_AFTER_NAME = re.compile(r"\s*(?:$|[<>=!~(;]|@\s*\S)")
-_URL = re.compile(r"@\s*(?P<url>[^\s;]+)")
+_CLAUSE = r"\s*(?:~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*"
+_SPECIFIER = rf"(?:{_CLAUSE}(?:,{_CLAUSE})*|\(\s*{_CLAUSE}(?:,{_CLAUSE})*\)\s*)"
+#: What may follow the name and extras: a specifier or a URL, then a marker.
+_REST = re.compile(rf"\s*(?:{_SPECIFIER}|@\s*(?P<url>\S+)\s*)?(?:;(?P<marker>.*))?")
 _ALLOWED_SCHEMES = ("https://", "http://", "git+https://")
 _SEPARATORS = re.compile(r"[-_.]+")
 
@@ -66,22 +67,23 @@ def check_requirement(text: str, *, location: str | None = None) -> str:
     extras = _EXTRAS.match(requirement, rest_at)
     if extras is not None:
         rest_at = extras.end()
-    if name is None or _AFTER_NAME.match(requirement, rest_at) is None:
+    rest = _REST.fullmatch(requirement, rest_at)
+    if name is None or rest is None:
         raise DependencyError(
             f"not a valid requirement: {requirement!r}; expected a package name, "
             "optionally with a version (`name==1.2`) or a URL (`name @ https://...`)",
             requirement=requirement,
             location=location,
         )
-    rest = requirement[rest_at:]
-    if " -" in rest or "\t-" in rest:
+    marker = rest.group("marker") or ""
+    if " -" in marker or "\t-" in marker:
         raise DependencyError(
             f"options are not allowed in requirements: {requirement!r}",
             requirement=requirement,
             location=location,
         )
-    url = _URL.match(rest.lstrip())
-    if url is not None and not url.group("url").startswith(_ALLOWED_SCHEMES):
+    url = rest.group("url")
+    if url is not None and not url.startswith(_ALLOWED_SCHEMES):
         raise DependencyError(
             f"only https, http and git+https URLs are allowed in requirements: {requirement!r}",
             requirement=requirement,

@@ -95,7 +95,9 @@ async def run_preview(
     run = RunRequest(
         job_id=job_id or uuid.uuid4(),
         workspace=workspace,
-        runnable=RawCode(language=data.language, content=data.content, path=data.path, lock=data.lock),
+        runnable=RawCode(
+            language=data.language, content=data.content, path=data.path, lock=data.lock
+        ),
         requested_by=request.user.user_id,
         trigger=Trigger(kind=TriggerKind.API, source="jobs/run/preview"),
         args=data.args,
@@ -219,7 +221,12 @@ async def get_result_maybe(
     check_workspace(request.user, workspace)
     row = await _state(_ctx(state), workspace, job_id)
     if row["status"] is None:
-        return {"completed": False, "started": bool(row["running"]), "success": None, "result": None}
+        return {
+            "completed": False,
+            "started": bool(row["running"]),
+            "success": None,
+            "result": None,
+        }
     success = row["status"] == "success"
     return {
         "completed": True,

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import uv
 
+from gristmill.common.pydeps import DependencyError
+
 __all__ = ["Completed", "ToolCall", "find_uv", "record_tool_calls", "run_tool", "uv_environment"]
 
 _PASSED_THROUGH = frozenset(
@@ -119,18 +121,25 @@ async def run_tool(
     timeout_s: float,
     stdin: str | None = None,
 ) -> Completed | None:
-    """Run ``argv`` to completion; ``None`` if it outlived ``timeout_s`` seconds (then it and its
-    children are killed). Cancellation kills them too."""
+    """Run ``argv`` to completion; ``None`` if it outlived ``timeout_s`` seconds (then it
+    and its children are killed). Cancellation kills them too.
+
+    Raises:
+        DependencyError: ``argv[0]`` could not be started.
+    """
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise DependencyError(f"could not start {argv[0]}: {exc}") from None
     outcome: Completed | None = None
     try:
         async with asyncio.timeout(timeout_s):
