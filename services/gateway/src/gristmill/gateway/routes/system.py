@@ -9,7 +9,7 @@ from litestar.datastructures import State
 
 from gristmill.common.tokens import TokenInfo
 
-__all__ = ["health", "version", "whoami"]
+__all__ = ["ROUTES", "health", "version", "whoami"]
 
 
 @get("/api/version", media_type="text/plain", summary="Server version")
@@ -33,3 +33,6 @@ async def whoami(request: Request[TokenInfo, str, Any]) -> dict[str, Any]:
         "is_super_admin": info.is_admin,
         "workspace": info.workspace,
     }
+
+
+ROUTES = [version, health, whoami]
