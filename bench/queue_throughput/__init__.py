@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -75,12 +76,27 @@ async def _run(pg: EmbeddedPostgres, procs: Processes, plan: Plan) -> dict[str, 
         f"PostgreSQL {machine.postgres}: fsync={machine.settings['fsync']} "
         f"synchronous_commit={machine.settings['synchronous_commit']}"
     )
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 1)
+        _say(f"-- {name} done in {seconds[name]:.0f}s")
+        clock = now
+
     drains = await measure_drains(dsn, procs, plan.drain, _say)
+    lap("throughput")
     wake = await measure_wakeup(dsn, procs, plan.wake, _say)
+    lap("wakeup")
     notify = await measure_notify_cost(dsn, plan.notify, _say)
+    lap("notify_cost")
     # Last: loading the big backlog leaves autovacuum work behind.
     latency = await measure_claim_latency(lambda name: fresh_database(pg, name), plan.latency, _say)
+    lap("claim_latency")
     return {
+        "scenario_s": seconds,
         "machine": machine.to_dict(),
         "throughput": {
             "queue": [p.to_dict() for p in drains.queue],
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     quiet_logging()
+    # A plain `kill` must still stop the server and the worker processes.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(128 + signal.SIGTERM))
     plan = QUICK if args.quick else FULL
     date = datetime.now(UTC)
     started = time.perf_counter()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
+
 from bench._procs import Context, Processes
 from bench._stats import CpuMeter, Measurements
 from bench.queue_throughput._jobs import TAG, clear_queue, new_job
@@ -98,26 +100,25 @@ class DrainCeiling:
     complete_in_one_statement: bool
 
     async def run(self, ctx: Context) -> DrainResult:
+        # asyncpg prepares each statement once per connection and reuses it.
         conns = await ctx.connections(self.dsn, _WORKER_POOL_SIZE)
-        claim = await conns[0].prepare(_CEILING_CLAIM)
-        many = await conns[0].prepare(_CEILING_COMPLETE_MANY)
-        ones = [await conn.prepare(_CEILING_COMPLETE_ONE) for conn in conns]
+        first = conns[0]
 
-        async def delete_each(index: int, ids: list[int]) -> None:
+        async def delete_each(conn: asyncpg.Connection, ids: list[int]) -> None:
             for job_id in ids:
-                await ones[index].fetch(job_id)
+                await conn.execute(_CEILING_COMPLETE_ONE, job_id)
 
         done = 0
         cpu = time.process_time()
         started = time.monotonic_ns()
-        while ids := [row[0] for row in await claim.fetch(self.batch)]:
+        while ids := [row[0] for row in await first.fetch(_CEILING_CLAIM, self.batch)]:
             if len(ids) == 1:
-                await ones[0].fetch(ids[0])
+                await first.execute(_CEILING_COMPLETE_ONE, ids[0])
             elif self.complete_in_one_statement:
-                await many.fetch(ids)
+                await first.execute(_CEILING_COMPLETE_MANY, ids)
             else:
                 n = len(conns)
-                await asyncio.gather(*(delete_each(i, ids[i::n]) for i in range(n)))
+                await asyncio.gather(*(delete_each(conns[i], ids[i::n]) for i in range(n)))
             done += len(ids)
         ended = time.monotonic_ns()
         return DrainResult(done, 0, started, ended, time.process_time() - cpu)

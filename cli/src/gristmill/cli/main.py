@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
             service.add_argument("--port", type=int, help="HTTP port (GRISTMILL_HTTP_PORT)")
         if name == "worker":
             service.add_argument("--workers", type=int, help="job loops in this process")
+            service.add_argument(
+                "--burst", action="store_true", help="exit once no job is left to claim"
+            )
     broker = commands.add_parser("broker", help="run a local Kafka-protocol broker for development")
     broker.add_argument("--port", type=int, default=9092)
     return parser
@@ -62,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             asyncio.run(runtime.run_migrate(settings))
         else:
-            asyncio.run(runtime.run_service(args.command, settings))
+            asyncio.run(
+                runtime.run_service(args.command, settings, burst=getattr(args, "burst", False))
+            )
     except KeyboardInterrupt:
         return 130
     except GristmillError as exc:

@@ -249,7 +249,7 @@ async def _kafka_bus(settings: Settings, client_id: str) -> AsyncIterator[Bus]:
         yield PrefixedBus(bus, prefix) if prefix else bus
 
 
-async def run_service(name: str, settings: Settings) -> None:
+async def run_service(name: str, settings: Settings, *, burst: bool = False) -> None:
     """One service alone, for the distributed shape (bus: Kafka)."""
     if not settings.database_url:
         raise SystemExit("GRISTMILL_DATABASE_URL is required for a single service")
@@ -278,9 +278,8 @@ async def run_service(name: str, settings: Settings) -> None:
             mode=settings.wake_mode,
             poll_interval_s=settings.poll_interval_s,
         ) as wakeup:
-            await Worker(pool, queue, wakeup, _worker_settings(settings, settings.workers)).run(
-                stop
-            )
+            worker_settings = _worker_settings(settings, settings.workers)
+            await Worker(pool, queue, wakeup, worker_settings).run(stop, burst=burst)
 
     async def idle(_pool: asyncpg.Pool, _queue: Queue) -> None:
         _log.info(f"{name} has nothing to serve yet; waiting for SIGTERM")
