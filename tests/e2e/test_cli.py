@@ -87,7 +87,9 @@ async def test_burst_worker_drains_the_queue_and_exits(
     spawn: Callable[..., GristmillProcess], database_url: str, pg_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     queue = Queue(pg_pool)
-    await queue.enqueue([python_job("def main(i: int):\n    return i * i\n", i=i) for i in range(6)])
+    await queue.enqueue(
+        [python_job("def main(i: int):\n    return i * i\n", i=i) for i in range(6)]
+    )
     worker = spawn(
         ["worker", "--burst"],
         {"GRISTMILL_DATABASE_URL": database_url, "GRISTMILL_DATA_DIR": str(tmp_path / "d")},
@@ -149,7 +151,9 @@ async def test_broker_command_serves_kafka(spawn: Callable[..., GristmillProcess
         if len(received) >= 3:
             stop.set()
 
-    async with KafkaBus(bootstrap, client_id="t", session_timeout_ms=6000, heartbeat_interval_ms=1000) as bus:
+    async with KafkaBus(
+        bootstrap, client_id="t", session_timeout_ms=6000, heartbeat_interval_ms=1000
+    ) as bus:
         await bus.publish_many(topic, [(None, b"a"), (None, b"b"), (None, b"c")])
         await asyncio.wait_for(bus.consume(topic, "g", handler, stop=stop), timeout=60)
     assert sorted(received) == [b"a", b"b", b"c"]

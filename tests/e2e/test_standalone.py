@@ -214,3 +214,41 @@ def test_idempotency_key_names_one_job(gristmill: httpx.Client) -> None:
     ).text
     assert first == second
     assert wait_result(gristmill, first)["result"] == "once"
+
+
+JOB_CALLS_BACK = """
+import json, os, urllib.request
+
+def main():
+    request = urllib.request.Request(
+        os.environ["BASE_INTERNAL_URL"] + "/api/users/whoami",
+        headers={"Authorization": "Bearer " + os.environ["WM_TOKEN"]},
+    )
+    me = json.load(urllib.request.urlopen(request))
+    return {
+        "me": me["username"],
+        "token": os.environ["WM_TOKEN"],
+        "workspace": os.environ["WM_WORKSPACE"],
+        "job": os.environ["WM_JOB_ID"],
+        "state_path": os.environ["WM_STATE_PATH_NEW"],
+        "leaked": sorted(k for k in os.environ if k.startswith("GRISTMILL_DATABASE")),
+    }
+"""
+
+
+def test_job_token_works_during_the_job_and_dies_with_it(gristmill: httpx.Client) -> None:
+    job_id = run_preview(gristmill, JOB_CALLS_BACK)
+    result = wait_result(gristmill, job_id)
+    assert result["success"], result
+    value = result["result"]
+    assert value["me"] == "admin"
+    assert value["workspace"] == "main"
+    assert value["job"] == job_id
+    assert value["state_path"] == "u/admin/preview/state"
+    assert value["leaked"] == []
+    assert value["token"] != TOKEN
+    after = httpx.get(
+        f"{gristmill.base_url}/api/users/whoami",
+        headers={"Authorization": f"Bearer {value['token']}"},
+    )
+    assert after.status_code == 401

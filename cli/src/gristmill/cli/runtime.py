@@ -33,6 +33,7 @@ from gristmill.dispatcher.service import Dispatcher, MaintenanceSettings
 from gristmill.gateway.app import create_app
 from gristmill.gateway.context import GatewayContext
 from gristmill.worker.execution import ExecutorSettings
+from gristmill.worker.job_context import JobContext
 from gristmill.worker.service import Worker, WorkerSettings
 
 __all__ = ["run_migrate", "run_service", "run_standalone"]
@@ -185,7 +186,13 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 mode=settings.wake_mode,
                 poll_interval_s=settings.poll_interval_s,
             ) as wakeup:
-                worker = Worker(pool, queue, wakeup, _worker_settings(settings, settings.workers))
+                worker = Worker(
+                    pool,
+                    queue,
+                    wakeup,
+                    _worker_settings(settings, settings.workers),
+                    job_env=JobContext(pool, default_timeout_s=settings.job_timeout_s),
+                )
                 url = f"http://{settings.http_host}:{settings.http_port}"
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(
@@ -279,7 +286,10 @@ async def run_service(name: str, settings: Settings, *, burst: bool = False) -> 
             poll_interval_s=settings.poll_interval_s,
         ) as wakeup:
             worker_settings = _worker_settings(settings, settings.workers)
-            await Worker(pool, queue, wakeup, worker_settings).run(stop, burst=burst)
+            job_env = JobContext(pool, default_timeout_s=settings.job_timeout_s)
+            await Worker(pool, queue, wakeup, worker_settings, job_env=job_env).run(
+                stop, burst=burst
+            )
 
     async def idle(_pool: asyncpg.Pool, _queue: Queue) -> None:
         _log.info(f"{name} has nothing to serve yet; waiting for SIGTERM")

@@ -50,9 +50,11 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         else:
             context = connection.app.state.gristmill
             info = await lookup_token(context.pool, token)
-            _cache[token] = (now, info)
-            if len(_cache) > 10_000:
-                _cache.clear()
+            # Job tokens die with their job: never serve them from the cache.
+            if info is not None and info.job_id is None:
+                _cache[token] = (now, info)
+                if len(_cache) > 10_000:
+                    _cache.clear()
         if info is None:
             raise NotAuthorizedException("invalid or expired token")
         return AuthenticationResult(user=info, auth=token)

@@ -102,6 +102,8 @@ WITH done AS (
 ), slot AS (
     UPDATE concurrency_slots s SET running = s.running - 1
     FROM done WHERE s.key = done.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING done WHERE t.job_id = done.id
 )
 INSERT INTO jobs_completed (
     id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
@@ -125,6 +127,8 @@ WITH done AS (
 ), slot AS (
     UPDATE concurrency_slots s SET running = s.running - 1
     FROM done WHERE s.key = done.concurrency_key AND done.running
+), job_tokens AS (
+    DELETE FROM tokens t USING done WHERE t.job_id = done.id
 )
 INSERT INTO jobs_completed (
     id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
@@ -152,6 +156,8 @@ WITH q AS (
 ), slot AS (
     UPDATE concurrency_slots s SET running = s.running - 1
     FROM q WHERE s.key = q.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING q WHERE t.job_id = q.id
 )
 SELECT id FROM q;
 
@@ -200,6 +206,8 @@ WITH q AS (
 ), slot AS (
     UPDATE concurrency_slots s SET running = s.running - 1
     FROM q WHERE s.key = q.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING q WHERE t.job_id = q.id
 )
 SELECT id FROM q;
 
