@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets as _random
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from gristmill.common.secrets import (
     MASTER_KEY_ENV,
     MASTER_KEY_FILE_ENV,
     MasterKeyring,
+    StoredWorkspaceKeys,
     WorkspaceKeys,
     decode_stored_keys,
     decode_text,
@@ -110,7 +110,7 @@ def _create_key_file(path: Path) -> None:
         "# this deployment's database: back it up with the database and keep it private.\n"
         f"{_LOCAL_MASTER_KEY_ID}:{key}\n"
     )
-    temporary = path.with_name(f".{path.name}.{_random.token_hex(6)}")
+    temporary = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -218,7 +218,7 @@ class KeyStore:
         return keys
 
 
-def _decode_row(workspace: str, text: str) -> Any:
+def _decode_row(workspace: str, text: str) -> StoredWorkspaceKeys:
     try:
         stored = decode_stored_keys(text)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
