@@ -57,17 +57,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_broker(args.port)
 
-    from gristmill.cli import runtime
-
     try:
         if args.command == "up":
-            asyncio.run(runtime.run_standalone(settings))
+            from gristmill.cli.standalone import run_standalone
+
+            asyncio.run(run_standalone(settings))
         elif args.command == "migrate":
-            asyncio.run(runtime.run_migrate(settings))
+            from gristmill.cli.runtime import run_migrate
+
+            asyncio.run(run_migrate(settings))
         else:
-            asyncio.run(
-                runtime.run_service(args.command, settings, burst=getattr(args, "burst", False))
-            )
+            from gristmill.cli.distributed import run_service
+
+            asyncio.run(run_service(args.command, settings, burst=getattr(args, "burst", False)))
     except KeyboardInterrupt:
         return 130
     except GristmillError as exc:

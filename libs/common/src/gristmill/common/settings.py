@@ -27,6 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    #: Apply pending migrations when a service starts (turn off where a separate
+    #: migrate step owns the schema and services lack DDL rights).
+    migrate_on_start: bool = True
     #: When set, the bootstrap admin's token is this value.
     admin_token: str | None = None
     #: Public base URL of the gateway, as jobs should reach it.

@@ -47,18 +47,25 @@ class JobContext:
     async def __call__(self, job: ClaimedJob) -> dict[str, str]:
         timeout = job.timeout_s or self._default_timeout_s
         expires = datetime.now(UTC) + timedelta(seconds=timeout + self._margin_s)
-        token = await create_token(
-            self._pool,
-            user_id=job.created_by,
-            label=f"job {job.id}",
-            workspace=job.workspace,
-            job_id=job.id,
-            expires_at=expires,
-        )
         path = state_path(job)
-        return {
-            "WM_TOKEN": token,
-            "GRISTMILL_TOKEN": token,
-            "WM_STATE_PATH_NEW": path,
-            "WM_STATE_PATH": path,
-        }
+        env = {"WM_STATE_PATH_NEW": path, "WM_STATE_PATH": path}
+        try:
+            token = await create_token(
+                self._pool,
+                user_id=job.created_by,
+                label=f"job {job.id}",
+                workspace=job.workspace,
+                job_id=job.id,
+                expires_at=expires,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            # Jobs act as a user; one that does not exist gets no API access at all.
+            _log.warning(
+                "job runs without a token: its user does not exist",
+                job_id=str(job.id),
+                user=job.created_by,
+            )
+            return env
+        env["WM_TOKEN"] = token
+        env["GRISTMILL_TOKEN"] = token
+        return env
