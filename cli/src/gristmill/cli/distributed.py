@@ -6,11 +6,13 @@ Each service's wiring is imported only when that service runs.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import structlog
 
 from gristmill.cli.runtime import kafka_bus, make_queue, migrate_dsn, stop_on_signals
 from gristmill.common.db import create_pool
+from gristmill.common.keystore import load_master_keyring, master_key_configured
 from gristmill.common.settings import Settings
 from gristmill.common.tokens import ensure_bootstrap
 
@@ -40,8 +42,16 @@ async def run_service(name: str, settings: Settings, *, burst: bool = False) -> 
             token = await ensure_bootstrap(pool, admin_token=settings.admin_token)
             if token is not None and settings.admin_token is None:
                 print(f"Admin token (shown once): {token}", flush=True)
+            keyring = load_master_keyring(os.environ) if master_key_configured() else None
+            if keyring is None:
+                _log.warning(
+                    "no master key: secret variables are unavailable; set GRISTMILL_MASTER_KEY "
+                    "or GRISTMILL_MASTER_KEY_FILE"
+                )
             async with kafka_bus(settings, "gristmill-gateway") as bus:
-                context = gateway_context(pool, queue, bus, settings, remote_bus=True)
+                context = gateway_context(
+                    pool, queue, bus, settings, remote_bus=True, keyring=keyring
+                )
                 await serve_http(context, settings, stop)
         elif name == "dispatcher":
             from gristmill.cli.serve_dispatcher import make_dispatcher

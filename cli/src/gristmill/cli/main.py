@@ -24,6 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (GRISTMILL_HTTP_PORT)")
     up.add_argument("--workers", type=int, help="worker loops (GRISTMILL_WORKERS)")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    secrets = commands.add_parser("secrets", help="manage the encryption of secrets")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    rotate = secrets_commands.add_parser(
+        "rotate",
+        help="new data key per workspace, every secret re-encrypted, every data key "
+        "wrapped by the first (active) master key",
+    )
+    rotate.add_argument("--workspace", help="only this workspace (default: all)")
+    rotate.add_argument("--keep-old-keys", action="store_true", help="keep the previous data keys")
     for name in SERVICES:
         service = commands.add_parser(name, help=f"run the {name} service alone (distributed)")
         if name == "gateway":
@@ -66,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
             from gristmill.cli.runtime import run_migrate
 
             asyncio.run(run_migrate(settings))
+        elif args.command == "secrets":
+            from gristmill.cli.runtime import run_secrets_rotate
+
+            outcome = asyncio.run(
+                run_secrets_rotate(
+                    settings, workspace=args.workspace, retire_old=not args.keep_old_keys
+                )
+            )
+            for done in outcome.rotated:
+                print(
+                    f"{done.workspace}: data key {done.active_key_id} active, "
+                    f"{done.reencrypted} secret(s) re-encrypted, "
+                    f"keys wrapped by master key {done.master_key_id!r}"
+                )
+            print(f"data keys rewrapped in {outcome.rewrapped} workspace(s)")
         else:
             from gristmill.cli.distributed import run_service
 

@@ -20,8 +20,9 @@ import structlog
 
 from gristmill.common.bus.base import Bus
 from gristmill.common.contracts.topics import Topic
-from gristmill.common.db import migrate
+from gristmill.common.db import create_pool, migrate
 from gristmill.common.db.pool import connect
+from gristmill.common.keystore import SecretsRotation, load_master_keyring, rotate_secrets
 from gristmill.common.queue import Queue, QueueLimits
 from gristmill.common.settings import Settings
 
@@ -33,6 +34,7 @@ __all__ = [
     "make_queue",
     "migrate_dsn",
     "run_migrate",
+    "run_secrets_rotate",
     "stop_on_signals",
 ]
 
@@ -116,3 +118,17 @@ async def kafka_bus(settings: Settings, client_id: str) -> AsyncIterator[Bus]:
 async def run_migrate(settings: Settings) -> None:
     async with database(settings) as dsn:
         await migrate_dsn(dsn)
+
+
+async def run_secrets_rotate(
+    settings: Settings, *, workspace: str | None = None, retire_old: bool = True
+) -> SecretsRotation:
+    """``gristmill secrets rotate``: new data keys, secrets re-encrypted, keys rewrapped."""
+    keyring = load_master_keyring(os.environ, data_dir(settings), create=False)
+    async with database(settings) as dsn:
+        await migrate_dsn(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        try:
+            return await rotate_secrets(pool, keyring, workspace=workspace, retire_old=retire_old)
+        finally:
+            await pool.close()

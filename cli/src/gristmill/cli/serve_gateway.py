@@ -12,6 +12,7 @@ import uvicorn
 from gristmill.cli.runtime import VERSION
 from gristmill.common.bus.base import Bus
 from gristmill.common.queue import Queue, QueueLimits
+from gristmill.common.secrets import MasterKeyring
 from gristmill.common.settings import Settings
 from gristmill.gateway.app import create_app
 from gristmill.gateway.context import GatewayContext
@@ -28,9 +29,16 @@ class _Server(uvicorn.Server):
 
 
 def gateway_context(
-    pool: asyncpg.Pool, queue: Queue, bus: Bus, settings: Settings, *, remote_bus: bool = False
+    pool: asyncpg.Pool,
+    queue: Queue,
+    bus: Bus,
+    settings: Settings,
+    *,
+    remote_bus: bool = False,
+    keyring: MasterKeyring | None = None,
 ) -> GatewayContext:
     return GatewayContext(
+        keyring=keyring,
         pool=pool,
         queue=queue,
         bus=bus,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from gristmill.cli.serve_worker import run_worker
 from gristmill.common.bus.inprocess import InProcessBus
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db import create_pool
+from gristmill.common.keystore import load_master_keyring
 from gristmill.common.settings import Settings
 from gristmill.common.tokens import ensure_bootstrap
 
@@ -24,6 +26,7 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
     """Run until SIGINT/SIGTERM; nothing is acknowledged before Postgres committed it."""
     stop = asyncio.Event()
     stop_on_signals(stop)
+    keyring = load_master_keyring(os.environ, data_dir(settings))
     async with database(settings) as dsn:
         await migrate_dsn(dsn)
         pool = await create_pool(dsn, min_size=2, max_size=max(10, settings.workers + 6))
@@ -45,7 +48,9 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 tasks.create_task(dispatcher.maintain(stop))
                 tasks.create_task(run_worker(dsn, pool, queue, settings, stop))
                 tasks.create_task(
-                    serve_http(gateway_context(pool, queue, bus, settings), settings, stop)
+                    serve_http(
+                        gateway_context(pool, queue, bus, settings, keyring=keyring), settings, stop
+                    )
                 )
                 tasks.create_task(_announce_when_ready(url, settings, token, token_file, announce))
         finally:

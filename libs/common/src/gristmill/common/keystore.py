@@ -11,6 +11,12 @@
   workspace, every secret re-encrypted with it in the same transaction, older data keys
   retired, and every data key wrapped by the active master key.
 
+Rotating the master key: put a new entry first and keep the old one after it (in
+``GRISTMILL_MASTER_KEY``, or in ``master.key``: a line ``k2:<base64 of 32 random
+bytes>`` above ``k1:...``), restart, run ``gristmill secrets rotate``, then remove the
+old entry. Only variables hold ciphertexts made with workspace data keys: a rotation
+re-encrypts them all, which is what allows retiring the old data keys.
+
 Consistency with caches in other processes: a writer of a secret holds the
 workspace's key row ``FOR SHARE`` and checks its ``version`` against the cache, while a
 rotation holds it ``FOR UPDATE``; so nothing is ever encrypted with a data key that a
@@ -78,13 +84,17 @@ def master_key_configured(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def load_master_keyring(
-    environ: Mapping[str, str] | None = None, data_dir: Path | None = None
+    environ: Mapping[str, str] | None = None,
+    data_dir: Path | None = None,
+    *,
+    create: bool = True,
 ) -> MasterKeyring:
     """The master keyring of this process.
 
     From ``GRISTMILL_MASTER_KEY``/``GRISTMILL_MASTER_KEY_FILE`` when either is set.
     Otherwise, with ``data_dir`` (standalone mode), from ``<data_dir>/master.key``,
-    which is created (mode 0600) on the first start. Without either, raises
+    which is created (mode 0600, with a log line) when missing, unless ``create`` is
+    false (commands that only use existing keys). Without a key, raises
     ``InvalidRequest`` saying which variable to set.
     """
     env = os.environ if environ is None else environ
@@ -92,6 +102,12 @@ def load_master_keyring(
         return MasterKeyring.from_env_or_file(env)
     path = data_dir / MASTER_KEY_FILENAME
     if not path.exists():
+        if not create:
+            raise InvalidRequest(
+                f"no master key: {path} does not exist and neither {MASTER_KEY_ENV} nor "
+                f"{MASTER_KEY_FILE_ENV} is set",
+                location=MASTER_KEY_ENV,
+            )
         _create_key_file(path)
     elif path.stat().st_mode & 0o077:
         _log.warning(
@@ -159,22 +175,26 @@ class KeyStore:
         else:
             self._cache.pop(workspace, None)
 
-    async def lock(self, conn: Conn, workspace: str, *, create: bool) -> WorkspaceKeys | None:
-        """The workspace's current keys, its key row held ``FOR SHARE`` until the caller's
-        transaction ends (call inside one). Creates the keys when ``create`` and there are
-        none yet; else answers ``None`` then."""
+    async def lock(self, conn: Conn, workspace: str) -> WorkspaceKeys | None:
+        """The workspace's current keys (``None`` if it has none yet), its key row held
+        ``FOR SHARE`` until the caller's transaction ends (call inside one)."""
         row = await conn.fetchrow(_Q["lock_workspace_keys_shared"], workspace)
-        if row is None:
-            if not create:
-                return None
-            stored = WorkspaceKeys.create(workspace).wrap(self._keyring)
-            await conn.execute(
-                _Q["insert_workspace_keys"], workspace, encode_stored_keys(stored).decode()
-            )
-            row = await conn.fetchrow(_Q["lock_workspace_keys_shared"], workspace)
-            if row is None:  # pragma: no cover - the insert above committed nothing only
-                raise GristmillError(f"workspace {workspace!r} has no data keys")  # if raced
-            _log.info("workspace data key created", workspace=workspace)
+        return None if row is None else self._remember(workspace, row)
+
+    async def lock_or_create(self, conn: Conn, workspace: str) -> WorkspaceKeys:
+        """``lock``, creating the workspace's first data key when it has none."""
+        keys = await self.lock(conn, workspace)
+        if keys is not None:
+            return keys
+        stored = WorkspaceKeys.create(workspace).wrap(self._keyring)
+        await conn.execute(
+            _Q["insert_workspace_keys"], workspace, encode_stored_keys(stored).decode()
+        )
+        # A concurrent creator may have won the insert: either way, read what is stored.
+        row = await conn.fetchrow(_Q["lock_workspace_keys_shared"], workspace)
+        if row is None:  # pragma: no cover - the row was inserted or already there
+            raise GristmillError(f"workspace {workspace!r} has no data keys", workspace=workspace)
+        _log.info("workspace data keys ready", workspace=workspace)
         return self._remember(workspace, row)
 
     async def decrypt(self, conn: Conn | asyncpg.Pool, workspace: str, path: str, text: str) -> str:

@@ -145,8 +145,7 @@ class VariableStore:
         if self._keystore is None:
             raise GristmillError(
                 "secrets are unavailable: this server has no master key (set "
-                "GRISTMILL_MASTER_KEY or GRISTMILL_MASTER_KEY_FILE)",
-                location="is_secret",
+                "GRISTMILL_MASTER_KEY or GRISTMILL_MASTER_KEY_FILE)"
             )
         return self._keystore
 
@@ -158,8 +157,7 @@ class VariableStore:
         With ``already_encrypted``, ``value`` is a ciphertext read back from this
         workspace and path (``include_encrypted``); it must decrypt here, and is kept.
         """
-        keys = await self._keys().lock(conn, workspace, create=True)
-        assert keys is not None  # create=True
+        keys = await self._keys().lock_or_create(conn, workspace)
         if already_encrypted:
             return reencrypt(keys, path, value)
         return encrypt_secret(keys, path, value)
@@ -234,8 +232,13 @@ class VariableStore:
         value: str = row["value"]
         return value
 
-    async def list(
-        self, workspace: str, *, path_start: str | None = None, limit: int = 1000, offset: int = 0
+    async def list_variables(
+        self,
+        workspace: str,
+        *,
+        path_start: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
     ) -> list[Variable]:
         """Variables in path order; secrets come without their value."""
         rows = await self._pool.fetch(_Q["list_variables"], workspace, path_start, limit, offset)
@@ -272,7 +275,7 @@ class VariableStore:
                 # Keys first, then the row: the lock order of a rotation.
                 keys = None
                 if self._keystore is not None:
-                    keys = await self._keystore.lock(conn, workspace, create=False)
+                    keys = await self._keystore.lock(conn, workspace)
                 row = await conn.fetchrow(_Q["get_variable_for_update"], workspace, path)
                 if row is None:
                     raise _not_found(workspace, path)

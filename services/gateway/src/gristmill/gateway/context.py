@@ -6,7 +6,9 @@ import asyncpg
 import msgspec
 
 from gristmill.common.bus.base import Bus
+from gristmill.common.keystore import KeyStore
 from gristmill.common.queue import Queue, QueueLimits
+from gristmill.common.secrets import MasterKeyring
 
 __all__ = ["GatewayContext"]
 
@@ -24,3 +26,12 @@ class GatewayContext(msgspec.Struct, kw_only=True):
     #: inserted it: wait (up to this long) so that the id answered can be read at once.
     #: ``None`` when publish already returns after the insert (in-process bus).
     await_job_visible_s: float | None = None
+    #: The master keys of secrets; without them secret variables are unavailable (the
+    #: endpoints that need one say so) and everything else works.
+    keyring: MasterKeyring | None = None
+    #: The cache of workspaces' unwrapped data keys; built from ``keyring`` if not given.
+    keystore: KeyStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.keystore is None and self.keyring is not None:
+            self.keystore = KeyStore(self.keyring)
