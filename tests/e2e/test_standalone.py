@@ -252,3 +252,21 @@ def test_job_token_works_during_the_job_and_dies_with_it(gristmill: httpx.Client
         headers={"Authorization": f"Bearer {value['token']}"},
     )
     assert after.status_code == 401
+
+
+def test_in_job_client_library_is_importable(gristmill: httpx.Client) -> None:
+    code = (
+        "import gristmill\n"
+        "def main():\n"
+        "    me = gristmill.whoami()\n"
+        "    gristmill.set_variable('u/admin/from_job', 'hello')\n"
+        "    previous = gristmill.get_state()\n"
+        "    gristmill.set_state((previous or 0) + 1)\n"
+        "    return {'me': me['username'], 'var': gristmill.get_variable('u/admin/from_job'),\n"
+        "            'state': gristmill.get_state()}\n"
+    )
+    first = wait_result(gristmill, run_preview(gristmill, code))
+    assert first["success"], first
+    assert first["result"] == {"me": "admin", "var": "hello", "state": 1}
+    second = wait_result(gristmill, run_preview(gristmill, code))
+    assert second["result"]["state"] == 2

@@ -26,7 +26,9 @@ import structlog
 from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.common.queue import ClaimedJob, Queue
 from gristmill.common.wakeup import Wakeup
+from gristmill.worker.dependencies import PythonDependencies
 from gristmill.worker.execution import ExecutionRequest, ExecutorSettings, execute
+from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -78,6 +80,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         job_env: Callable[[ClaimedJob], Awaitable[dict[str, str]]] | None = None,
+        dependencies: PythonDependencies | None = None,
     ) -> None:
         self._pool = pool
         self._queue = queue
@@ -86,6 +89,11 @@ class Worker:
         self.id = worker_id or new_worker_id(settings.group)
         self._running: dict[uuid.UUID, _Running] = {}
         self._job_env = job_env
+        # Beside the jobs' directories: <data dir>/cache/python in a deployment.
+        self._dependencies = dependencies or PythonDependencies(
+            python=settings.executor.python_bin,
+            cache_dir=settings.jobs_dir.parent / "cache" / "python",
+        )
         self.jobs_done = 0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -203,21 +211,27 @@ class Worker:
             workdir.mkdir(parents=True, exist_ok=True)
             env = await self._environment(job)
             sink = _LogSink(self._queue, job.id)
-            request = ExecutionRequest(
-                job_id=job.id,
-                language=job.language or "",
-                code=job.code or "",
-                args=job.args,
-                env=env,
-                timeout_s=job.timeout_s or self._settings.default_timeout_s,
-                workdir=workdir,
-            )
-            outcome = await execute(
-                request,
-                on_log=sink.write,
-                cancel=state.cancel,
-                settings=self._settings.executor,
-            )
+            prepared = await self._dependencies.prepare(job, on_log=sink.write, cancel=state.cancel)
+            if prepared.error is not None:
+                outcome = prepared.failed_outcome()
+            else:
+                request = ExecutionRequest(
+                    job_id=job.id,
+                    language=job.language or "",
+                    code=job.code or "",
+                    args=job.args,
+                    env=env,
+                    timeout_s=job.timeout_s or self._settings.default_timeout_s,
+                    workdir=workdir,
+                    # The in-job client library comes after the job's own packages.
+                    python_path=(*prepared.python_path, str(SDK_DIR)),
+                )
+                outcome = await execute(
+                    request,
+                    on_log=sink.write,
+                    cancel=state.cancel,
+                    settings=self._settings.executor,
+                )
             await sink.flush()
             if state.lost:
                 log.warning("job outcome dropped: the job was recovered or ended elsewhere")
@@ -249,8 +263,11 @@ class Worker:
                 )
             else:
                 error = outcome.error or JobError(name="Error", message="job failed")
+                retryable = prepared.error is None or prepared.retryable
                 await _retrying(
-                    lambda: self._queue.fail(job, error, duration_ms=outcome.duration_ms)
+                    lambda: self._queue.fail(
+                        job, error, retryable=retryable, duration_ms=outcome.duration_ms
+                    )
                 )
             self.jobs_done += 1
             log.info(
@@ -258,6 +275,7 @@ class Worker:
                 success=outcome.success,
                 exit_reason=str(outcome.exit_reason),
                 duration_ms=outcome.duration_ms,
+                prepare_ms=prepared.elapsed_ms,
                 wall_ms=int((time.monotonic() - started) * 1000),
             )
         except Exception as exc:  # a bug here must not kill the loop: record it on the job

@@ -29,6 +29,9 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: creates it and removes it afterwards; the executor writes the script (and, for
     #: Python, a ``.gristmill/`` control directory) into it.
     workdir: Path
+    #: Python: directories of installed packages (``pyenv.ensure_env``) the job imports
+    #: from, searched after the standard library. The job only reads them.
+    python_path: tuple[str, ...] = ()
 
 
 class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,6 +4,11 @@ The interpreter starts isolated (``-I -S -B -X utf8``: no ``PYTHON*`` variables,
 site-packages, no bytecode written, UTF-8 I/O). The bootstrap writes the result (or a
 structured error) to a file in the workdir's ``.gristmill/`` directory, never to stdout,
 so stdout and stderr share one pipe and keep their exact order.
+
+Third-party packages come from directories installed by ``pyenv.ensure_env``
+(``ExecutionRequest.python_path``). The loader itself appends them to ``sys.path``
+(``pyenv.sys_path_code``): ``-I`` ignores ``PYTHONPATH`` and ``-S`` skips ``.pth``
+files, which is what keeps the start-up fast and the worker's environment out.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gristmill.worker.execution.runners.base import (
     read_result_file,
 )
 from gristmill.worker.execution.settings import ExecutorSettings
+from gristmill.worker.pyenv import sys_path_code
 
 __all__ = ["BOOTSTRAP", "PythonRunner"]
 
@@ -34,13 +40,14 @@ _FLAGS = ("-I", "-S", "-B", "-X", "utf8")
 #: Imported rather than run as a script so its compiled form is cached (a script is
 #: compiled at every start: ~2 ms). The first job writes the cache if it can (image
 #: builds should precompile it); the directory leaves ``sys.path`` before user code.
+#: Removed by value, not position: a package's ``.pth`` file may have moved entries.
 _LOADER = (
     "import sys;"
     f"sys.path.insert(0,{str(BOOTSTRAP.parent)!r});"
     "sys.dont_write_bytecode=False;"
     f"import {BOOTSTRAP.stem} as b;"
     "sys.dont_write_bytecode=True;"
-    "del sys.path[0];"
+    f"sys.path.remove({str(BOOTSTRAP.parent)!r});"
     "sys.exit(b.run(*sys.argv[1:]))"
 )
 _CONTROL_DIR = ".gristmill"
@@ -67,6 +74,15 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
 _envelope = msgspec.json.Decoder(_Envelope)
 
 
+def _loader(python_path: tuple[str, ...] = ()) -> str:
+    """The ``-c`` program: make ``python_path``'s packages importable, then run the
+    bootstrap.
+
+    Raises ``OSError`` when a directory of ``python_path`` cannot be listed.
+    """
+    return "".join(sys_path_code(Path(directory)) for directory in python_path) + _LOADER
+
+
 class PythonRunner:
     language = "python3"
 
@@ -78,8 +94,16 @@ class PythonRunner:
         (workdir / _ARGS).write_bytes(marshal.dumps(args, _MARSHAL_VERSION))
         (workdir / _RESULT).unlink(missing_ok=True)
         return Command(
-            argv=(settings.python_bin, *_FLAGS, "-c", _LOADER, _CODE, _ARGS, _RESULT),
-            readonly_paths=(settings.python_bin, str(BOOTSTRAP.parent)),
+            argv=(
+                settings.python_bin,
+                *_FLAGS,
+                "-c",
+                _loader(request.python_path),
+                _CODE,
+                _ARGS,
+                _RESULT,
+            ),
+            readonly_paths=(settings.python_bin, str(BOOTSTRAP.parent), *request.python_path),
         )
 
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:

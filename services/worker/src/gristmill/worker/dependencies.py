@@ -1,0 +1,290 @@
+"""Before a Python job runs: find its third-party packages, resolve them, install them.
+
+:class:`PythonDependencies` turns a claimed ``python3`` job into the directories its
+interpreter imports packages from (``ExecutionRequest.python_path``):
+
+* a job that carries a ``lock`` (pinned lines) gets exactly that, installed with
+  :func:`~gristmill.worker.pyenv.ensure_env`: no inference, no resolution;
+* otherwise its requirements are inferred from its code
+  (:func:`~gristmill.common.pydeps.infer_requirements`). None (standard library only)
+  means nothing to do and no process started. Else they are resolved with
+  :func:`~gristmill.worker.pyenv.lock` once: the lockfile is kept on disk under the
+  hash of the requirements text (and the interpreter's tag), so the next job with
+  the same requirements, in this worker process or a later one, starts no resolver;
+  then the lockfile is installed like a carried one.
+
+What happened is written to the job's log (``[gristmill] resolved 1 package in 412
+ms``, ``[gristmill] environment ready (cached)``) so the user sees where the time
+went. A failure becomes the job's error (``DependencyError``, with uv's report); it
+is retryable (by the job's retry policy) only when uv says trying later may help
+(network, timeout), never for a package that does not exist.
+
+Layout of ``cache_dir``: ``uv/`` and ``envs/`` belong to ``pyenv``;
+``locks/<interpreter tag>/<sha256 of the requirements>.txt`` are the cached lockfiles.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+
+from gristmill.common.contracts.jobs import JobError
+from gristmill.common.pydeps import (
+    DependencyError,
+    Requirements,
+    infer_requirements,
+    requirement_name,
+)
+from gristmill.common.queue import ClaimedJob
+from gristmill.worker.execution import ExecutionOutcome, OnLog
+from gristmill.worker.pyenv import (
+    Interpreter,
+    ensure_env,
+    env_dir,
+    lock,
+    normalize_lockfile,
+    probe_interpreter,
+)
+
+__all__ = ["Prepared", "PythonDependencies", "dependency_job_error"]
+
+_T = TypeVar("_T")
+_log = structlog.get_logger(__name__)
+
+#: Modules the worker itself puts on a job's path (the in-job client library): an
+#: import of one is no reason to ask the package index for a distribution of that name.
+_PROVIDED = frozenset({"gristmill"})
+#: Scripts longer than this are read in a thread, so the worker's loop keeps beating.
+_INLINE_INFERENCE_CHARS = 64 * 1024
+_LOG_PREFIX = "[gristmill] "
+
+
+class Prepared(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's environment, ready or failed."""
+
+    #: Directories to import packages from (``ExecutionRequest.python_path``).
+    python_path: tuple[str, ...] = ()
+    #: Why the job cannot run; ``None`` when it can (or was canceled meanwhile).
+    error: JobError | None = None
+    #: Whether the job's retry policy applies to ``error``.
+    retryable: bool = False
+    #: Time spent preparing, apart from the job's own run time.
+    elapsed_ms: int = 0
+
+    def failed_outcome(self) -> ExecutionOutcome:
+        """How the job ended when ``error`` kept it from starting."""
+        error = self.error or JobError(name="DependencyError", message="no environment")
+        return ExecutionOutcome(
+            success=False,
+            result=None,
+            error=error,
+            exit_code=None,
+            duration_ms=0,
+            exit_reason=error.exit_reason,
+        )
+
+
+class PythonDependencies:
+    """Prepares Python jobs' packages with the interpreter ``python`` (the one jobs
+    run with), caching lockfiles and environments under ``cache_dir``."""
+
+    def __init__(
+        self,
+        *,
+        python: str,
+        cache_dir: Path,
+        lock_timeout_s: float = 120.0,
+        install_timeout_s: float = 600.0,
+        uv_bin: str | None = None,
+    ) -> None:
+        self.python = python
+        self.cache_dir = cache_dir
+        self._lock_timeout_s = lock_timeout_s
+        self._install_timeout_s = install_timeout_s
+        self._uv_bin = uv_bin
+
+    async def prepare(self, job: ClaimedJob, *, on_log: OnLog, cancel: asyncio.Event) -> Prepared:
+        """The environment of ``job``; nothing for jobs in other languages.
+
+        Setting ``cancel`` stops the preparation (and kills uv): the result then has
+        neither paths nor error, and the executor reports the cancellation.
+        """
+        if job.language != "python3":
+            return Prepared()
+        started = time.perf_counter()
+        try:
+            env = await _unless_canceled(cancel, self._environment(job, on_log))
+        except DependencyError as exc:
+            error = dependency_job_error(exc)
+            detail = f"\n{exc.stderr.rstrip()}" if exc.stderr else ""
+            await on_log(f"{_LOG_PREFIX}{error.name}: {error.message}{detail}\n")
+            return Prepared(error=error, retryable=exc.transient, elapsed_ms=_since(started))
+        python_path = () if env is None else (str(env),)
+        return Prepared(python_path=python_path, elapsed_ms=_since(started))
+
+    async def _environment(self, job: ClaimedJob, on_log: OnLog) -> Path | None:
+        if job.lock is not None:
+            lockfile = normalize_lockfile(job.lock)
+            if not lockfile:
+                return None
+            await on_log(f"{_LOG_PREFIX}using the job's lockfile ({_packages(lockfile)})\n")
+            return await self._install(lockfile, on_log)
+        wanted = await self._requirements(job)
+        if not wanted:
+            return None
+        await on_log(f"{_LOG_PREFIX}requirements: {', '.join(wanted)}\n")
+        interpreter = await probe_interpreter(self.python)
+        cached = self._lock_path(interpreter, wanted)
+        lockfile = _read_text(cached) or ""
+        if not lockfile:
+            started = time.perf_counter()
+            resolved = await lock(
+                wanted,
+                python=self.python,
+                cache_dir=self.cache_dir,
+                timeout_s=self._lock_timeout_s,
+                uv_bin=self._uv_bin,
+            )
+            lockfile = resolved.lockfile
+            try:
+                _write_text_atomically(cached, lockfile)
+            except OSError as exc:  # the job can still run; the next one resolves again
+                _log.warning("could not cache a lockfile", path=str(cached), error=str(exc))
+            await on_log(f"{_LOG_PREFIX}resolved {_packages(lockfile)} in {_since(started)} ms\n")
+        else:
+            await on_log(f"{_LOG_PREFIX}lockfile cached ({_packages(lockfile)})\n")
+        return await self._install(lockfile, on_log)
+
+    async def _requirements(self, job: ClaimedJob) -> tuple[str, ...]:
+        """What the job's code needs from the package index, as requirement strings."""
+        code = job.code or ""
+        try:
+            if len(code) > _INLINE_INFERENCE_CHARS:
+                found = await asyncio.to_thread(infer_requirements, code, path=job.runnable_path)
+            else:
+                found = infer_requirements(code, path=job.runnable_path)
+        except DependencyError:
+            if not _parses(code):
+                # Not valid Python: let the job fail with its SyntaxError, which the
+                # runner reports with the line and a caret.
+                return ()
+            raise
+        return _wanted(found)
+
+    def _lock_path(self, interpreter: Interpreter, wanted: tuple[str, ...]) -> Path:
+        text = "".join(f"{requirement}\n" for requirement in wanted)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return self.cache_dir / "locks" / interpreter.tag / f"{digest}.txt"
+
+    async def _install(self, lockfile: str, on_log: OnLog) -> Path | None:
+        interpreter = await probe_interpreter(self.python)
+        present = env_dir(self.cache_dir, interpreter, lockfile).is_dir()
+        started = time.perf_counter()
+        env = await ensure_env(
+            lockfile,
+            python=self.python,
+            cache_dir=self.cache_dir,
+            timeout_s=self._install_timeout_s,
+            uv_bin=self._uv_bin,
+        )
+        if present:
+            await on_log(f"{_LOG_PREFIX}environment ready (cached)\n")
+        else:
+            await on_log(f"{_LOG_PREFIX}environment ready in {_since(started)} ms\n")
+        return env
+
+
+def dependency_job_error(exc: DependencyError) -> JobError:
+    """The job's error for ``exc``: its message (uv's report, and the requirement at
+    fault), uv's full output as the stack, and the script line when known."""
+    message = exc.message
+    if exc.requirement is not None and exc.requirement not in message:
+        message = f"{message} (requirement: {exc.requirement})"
+    return JobError(
+        name="DependencyError",
+        message=message,
+        stack=exc.stderr or None,
+        location=exc.location,
+    )
+
+
+def _wanted(requirements: Requirements) -> tuple[str, ...]:
+    if requirements.source != "inferred":  # declared by the script: taken as written
+        return requirements.distributions
+    return tuple(
+        requirement
+        for requirement in requirements.distributions
+        if requirement_name(requirement) not in _PROVIDED
+    )
+
+
+def _parses(code: str) -> bool:
+    try:
+        with warnings.catch_warnings():  # legal but dubious code warns; not our concern
+            warnings.simplefilter("ignore")
+            ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def _packages(lockfile: str) -> str:
+    count = len(lockfile.splitlines())
+    return f"{count} package" + ("" if count == 1 else "s")
+
+
+def _since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:  # resolve again rather than fail the job
+        _log.warning("could not read a cached lockfile", path=str(path), error=str(exc))
+        return None
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write ``path`` so that readers see the old file, no file, or all of ``text``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(staged, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+async def _unless_canceled(cancel: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
+    """``work``'s result, or ``None`` if ``cancel`` was set first (``work`` is then
+    cancelled and waited for, so the processes it started are gone)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        return None
+    return task.result()
