@@ -10,7 +10,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from gristmill.gateway.auth import PUBLIC_PATHS, TokenAuthMiddleware
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.errors import exception_handlers
-from gristmill.gateway.routes import jobs, run, system
+from gristmill.gateway.routes import jobs, resources, run, scripts, system, users, variables
 
 __all__ = ["GatewayContext", "create_app"]
 
@@ -18,7 +18,15 @@ __all__ = ["GatewayContext", "create_app"]
 def create_app(context: GatewayContext) -> Litestar:
     """The app; ``context`` (pool, bus, ...) is owned by the caller."""
     app = Litestar(
-        route_handlers=[*system.ROUTES, *run.ROUTES, *jobs.ROUTES],
+        route_handlers=[
+            *system.ROUTES,
+            *run.ROUTES,
+            *jobs.ROUTES,
+            *users.ROUTES,
+            *variables.ROUTES,
+            *resources.ROUTES,
+            *scripts.ROUTES,
+        ],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(

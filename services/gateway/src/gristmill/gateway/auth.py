@@ -18,7 +18,8 @@ __all__ = ["PUBLIC_PATHS", "TokenAuthMiddleware", "check_workspace"]
 
 #: Paths (regexes) that answer without a token.
 PUBLIC_PATHS = ["^/api/version$", "^/api/openapi", "^/api/health$"]
-_CACHE_TTL_S = 5.0
+#: Other gateway processes may accept a deleted token for at most this long.
+_CACHE_TTL_S = 2.0
 _cache: dict[str, tuple[float, TokenInfo | None]] = {}
 
 
@@ -62,6 +63,12 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
 
 def forget_token(token: str) -> None:
     _cache.pop(token, None)
+
+
+def forget_prefix(prefix: str) -> None:
+    """Drop cached lookups of tokens starting with ``prefix`` (after a deletion)."""
+    for token in [t for t in _cache if t.startswith(prefix)]:
+        _cache.pop(token, None)
 
 
 def check_workspace(info: TokenInfo, workspace: str) -> None:

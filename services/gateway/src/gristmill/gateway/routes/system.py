@@ -1,38 +1,39 @@
-"""Version, health and identity."""
+"""Version, health and the OpenAPI document (all public: no token needed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get
+import msgspec
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
-from gristmill.common.tokens import TokenInfo
-
-__all__ = ["ROUTES", "health", "version", "whoami"]
+__all__ = ["ROUTES", "Health", "health", "openapi_json", "version"]
 
 
-@get("/api/version", media_type="text/plain", summary="Server version")
+class Health(msgspec.Struct, kw_only=True):
+    """Whether the gateway can reach its database."""
+
+    status: str
+    database: bool
+
+
+@get("/api/version", media_type="text/plain", summary="Server version", tags=["settings"])
 async def version(state: State) -> str:
     return f"Gristmill v{state.gristmill.version}"
 
 
-@get("/api/health", summary="Liveness and database reachability")
-async def health(state: State) -> dict[str, Any]:
+@get("/api/health", summary="Liveness and database reachability", tags=["settings"])
+async def health(state: State) -> Health:
     ok = await state.gristmill.pool.fetchval("SELECT 1") == 1
-    return {"status": "ok" if ok else "degraded", "database": ok}
+    return Health(status="ok" if ok else "degraded", database=ok)
 
 
-@get("/api/users/whoami", summary="The token's user")
-async def whoami(request: Request[TokenInfo, str, Any]) -> dict[str, Any]:
-    info = request.user
-    return {
-        "username": info.user_id,
-        "email": f"{info.user_id}@localhost",
-        "is_admin": info.is_admin,
-        "is_super_admin": info.is_admin,
-        "workspace": info.workspace,
-    }
+@get("/api/openapi.json", summary="The OpenAPI document", include_in_schema=False)
+async def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The document also served at ``/api/openapi/openapi.json`` (Windmill's path)."""
+    schema = request.app.openapi_schema.to_schema()
+    return Response(msgspec.json.encode(schema), media_type="application/json")
 
 
-ROUTES = [version, health, whoami]
+ROUTES = [version, health, openapi_json]

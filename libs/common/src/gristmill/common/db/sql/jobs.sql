@@ -79,7 +79,7 @@ WHERE j.workspace_id = $1
   AND ($22::bool IS NULL OR (q.scheduled_for <= now()) = $22)
 
 -- name: scope_all_fragment
--- Every job, newest first by creation (index jobs_workspace_created_idx).
+-- Every job, newest first by creation (an index on jobs.created_at serves the order).
 ORDER BY j.created_at DESC, j.id DESC
 LIMIT $23 OFFSET $24
 
