@@ -147,3 +147,19 @@ async def test_in_process_publish_fails_when_the_commit_fails(pg_pool: asyncpg.P
 async def test_maintenance_runs_all_sweeps(dispatcher: Dispatcher) -> None:
     counts = await dispatcher.maintain_once()
     assert counts == {"zombies": 0, "timeouts": 0, "purged": 0}
+
+
+async def test_request_with_unstorable_args_becomes_a_failed_job(
+    dispatcher: Dispatcher, pg_pool: asyncpg.Pool
+) -> None:
+    bad = request(args={"text": "nul\x00byte"})
+    await dispatcher.handle([message(encode_run_request(bad))])
+    row = await pg_pool.fetchrow(
+        "SELECT c.status, c.error, j.args FROM jobs_completed c JOIN jobs j USING (id) "
+        "WHERE c.id = $1",
+        bad.job_id,
+    )
+    assert row is not None
+    assert row["status"] == "failure"
+    assert row["args"] == {}
+    assert "args" in row["error"]["location"]

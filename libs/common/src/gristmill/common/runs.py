@@ -7,9 +7,12 @@ by the dispatcher (which trusts nothing that arrives on the bus).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import msgspec
 
+from gristmill.common import scripts
+from gristmill.common.argschema import validate_args
 from gristmill.common.contracts.runs import (
     FlowPath,
     FlowPreview,
@@ -21,17 +24,17 @@ from gristmill.common.contracts.runs import (
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gristmill.common.queue import NewJob, QueueLimits, validate_tag
+from gristmill.common.scripts import SUPPORTED_LANGUAGES, Script
 
 __all__ = [
     "SUPPORTED_LANGUAGES",
     "default_tag",
     "idempotent_job_id",
     "resolve",
+    "script_job_args",
     "validate_request",
 ]
 
-#: Languages a worker can run today, by their wire label.
-SUPPORTED_LANGUAGES = frozenset({"python3", "bash"})
 _WORKSPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 _json = msgspec.json.Encoder()
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d9c1e-4b0a-4c55-9d8e-2a7f0c3e5b11")
@@ -66,12 +69,18 @@ def validate_request(request: RunRequest, limits: QueueLimits) -> None:
             "concurrency_limit must be at least 1 when concurrency_key is set",
             location="concurrency_limit",
         )
-    size = len(_json.encode(request.args))
-    if size > limits.max_args_bytes:
+    encoded = _json.encode(request.args)
+    if len(encoded) > limits.max_args_bytes:
         raise PayloadTooLarge(
-            f"args are {size} bytes encoded, over the limit of {limits.max_args_bytes}",
+            f"args are {len(encoded)} bytes encoded, over the limit of {limits.max_args_bytes}",
             location="args",
         )
+    if b"\\u0000" in encoded:  # jsonb cannot store NUL characters
+        where = _nul_location(request.args, "args")
+        if where is not None:
+            raise InvalidRequest(
+                "contains a NUL character (\\u0000), which cannot be stored", location=where
+            )
     runnable = request.runnable
     if isinstance(runnable, RawCode) and runnable.language not in SUPPORTED_LANGUAGES:
         raise InvalidRequest(
@@ -81,8 +90,48 @@ def validate_request(request: RunRequest, limits: QueueLimits) -> None:
         )
 
 
+def _nul_location(value: Any, where: str) -> str | None:
+    """Where the first NUL character sits in a JSON value (a key or a string), if any."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_location(key, f"{where}.{key}") or _nul_location(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_location(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def script_job_args(script: Script, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` checked against ``script``'s input schema, with its defaults applied.
+
+    Raises ``InvalidRequest`` naming the argument (``location`` ``"args.<name>"``).
+    """
+    return validate_args(script.schema, args)
+
+
+async def _script(conn: Conn, request: RunRequest, runnable: ScriptPath | ScriptHash) -> Script:
+    try:
+        if isinstance(runnable, ScriptPath):
+            return await scripts.runnable_by_path(conn, request.workspace, runnable.path)
+        return await scripts.runnable_by_hash(conn, request.workspace, runnable.hash)
+    except NotFound as exc:
+        raise NotFound(exc.message, location="runnable") from None
+
+
 async def resolve(conn: Conn, request: RunRequest) -> NewJob:
-    """The job a request describes. Raises ``NotFound``/``InvalidRequest``."""
+    """The job a request describes. Raises ``NotFound``/``InvalidRequest``.
+
+    A script runnable becomes a ``script`` job carrying the version's code: the
+    latest non-archived version for a path, the version itself for a hash (archived
+    versions run by hash; deleted ones do not). Its arguments are checked against
+    the version's input schema, and its defaults filled in.
+    """
     runnable = request.runnable
     common = {
         "id": request.job_id,
@@ -114,8 +163,20 @@ async def resolve(conn: Conn, request: RunRequest) -> NewJob:
             **common,  # type: ignore[arg-type]  # keys match NewJob's fields
         )
     if isinstance(runnable, ScriptPath | ScriptHash):
-        what = runnable.path if isinstance(runnable, ScriptPath) else runnable.hash
-        raise NotFound(f"script {what!r} not found", location="runnable")
+        script = await _script(conn, request, runnable)
+        common["args"] = script_job_args(script, request.args)
+        common["timeout_s"] = request.timeout_s or script.timeout_s
+        common["priority"] = request.priority or script.priority or 0
+        return NewJob(
+            kind="script",
+            tag=request.tag or script.tag or default_tag(script.language),
+            runnable_path=script.path,
+            runnable_hash=script.hash,
+            language=script.language,
+            code=script.content,
+            lock=script.lock,
+            **common,  # type: ignore[arg-type]  # keys match NewJob's fields
+        )
     if isinstance(runnable, FlowPath | FlowPreview):
         raise InvalidRequest("flows cannot run yet", location="runnable")
     raise InvalidRequest("unknown runnable", location="runnable")

@@ -102,7 +102,8 @@ class Dispatcher:
         path = getattr(runnable, "path", None)
         language = runnable.language if isinstance(runnable, RawCode) else None
         args: dict[str, Any] = request.args
-        if exc.code == "payload_too_large":
+        if exc.code == "payload_too_large" or b"\\u0000" in msgspec.json.encode(args):
+            # Not storable (too big, or a NUL Postgres text cannot hold): keep the error only.
             args = {}
         _log.info("run request rejected", job_id=str(request.job_id), error=str(exc))
         await self._queue.record_failed(
