@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from datetime import datetime
 from typing import Any, Final, TypeAlias
 
@@ -29,9 +30,10 @@ from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from gristmill.common.introspection import parse_bash, parse_python
-from gristmill.common.queue import QueueLimits, validate_tag
+from gristmill.common.queue import NewJob, Queue, QueueLimits, validate_tag
 
 __all__ = [
+    "DEPENDENCY_TAG",
     "MAX_PATH_LENGTH",
     "SCRIPT_KINDS",
     "SUPPORTED_LANGUAGES",
@@ -46,6 +48,7 @@ __all__ = [
     "create_script",
     "delete_hash",
     "delete_path",
+    "dependency_job",
     "exists_path",
     "get_by_hash",
     "get_by_path",
@@ -54,6 +57,7 @@ __all__ = [
     "list_scripts",
     "runnable_by_hash",
     "runnable_by_path",
+    "set_lock",
     "validate_path",
     "version_hash",
 ]
@@ -118,6 +122,9 @@ class Script(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool
     created_by: str
     created_at: datetime
+    #: Why the version's dependencies could not be resolved (``None`` if they were, or
+    #: while its dependency job has not run yet).
+    lock_error: str | None = None
 
     @property
     def timeout_s(self) -> float | None:
@@ -171,6 +178,7 @@ def _script(row: asyncpg.Record) -> Script:
         deleted=row["deleted"],
         created_by=row["created_by"],
         created_at=row["created_at"],
+        lock_error=row["lock_error"],
     )
 
 
@@ -298,8 +306,13 @@ async def create_script(
     *,
     created_by: str,
     limits: QueueLimits | None = None,
+    queue: Queue | None = None,
 ) -> SavedScript:
     """Save a new version at ``new.path``.
+
+    With ``queue``, a new Python version that brings no lockfile gets a dependency
+    job, enqueued in the same transaction: it resolves the version's imports into a
+    lockfile (or records why it could not) before most runs need it.
 
     Raises:
         InvalidRequest: bad path, language, kind, tag or settings; code that does not
@@ -363,8 +376,41 @@ async def create_script(
                 after,
             )
             if inserted is not None:
+                if queue is not None and new.language == "python3" and new.lock is None:
+                    await queue.enqueue(
+                        [dependency_job(workspace, path, inserted, new.content, created_by)],
+                        conn=conn,
+                    )
                 return SavedScript(hash=inserted, created=True)
     raise Conflict(f"could not find a free version hash for {path!r}", location="path")
+
+
+#: Tag of the jobs that resolve a script version's dependencies.
+DEPENDENCY_TAG: Final = "dependency"
+
+
+def dependency_job(workspace: str, path: str, hash_: str, content: str, created_by: str) -> NewJob:
+    """The job that turns a Python version's imports into its lockfile."""
+    return NewJob(
+        id=uuid.uuid4(),
+        workspace=workspace,
+        kind="dependencies",
+        tag=DEPENDENCY_TAG,
+        created_by=created_by,
+        trigger_kind="script",
+        trigger_source=f"{path}@{hash_}",
+        runnable_path=path,
+        runnable_hash=hash_,
+        language="python3",
+        code=content,
+    )
+
+
+async def set_lock(
+    conn: Executor, workspace: str, hash_: str, *, lock: str | None, error: str | None
+) -> None:
+    """Record a version's lockfile (``""`` when it needs no packages) or its failure."""
+    await conn.execute(_Q["set_lock"], workspace, hash_, lock, error)
 
 
 async def _insert(conn: Conn, *values: Any) -> str | None:

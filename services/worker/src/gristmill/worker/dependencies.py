@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 
-from gristmill.common.contracts.jobs import JobError
+from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.common.pydeps import (
     DependencyError,
     Requirements,
@@ -48,6 +48,7 @@ from gristmill.common.pydeps import (
     requirement_name,
 )
 from gristmill.common.queue import ClaimedJob
+from gristmill.common.scripts import Executor, set_lock
 from gristmill.worker.execution import ExecutionOutcome, OnLog
 from gristmill.worker.pyenv import (
     Interpreter,
@@ -141,9 +142,18 @@ class PythonDependencies:
                 return None
             await on_log(f"{_LOG_PREFIX}using the job's lockfile ({_packages(lockfile)})\n")
             return await self._install(lockfile, on_log)
+        lockfile = await self._lockfile(job, on_log)
+        if not lockfile:
+            return None
+        return await self._install(lockfile, on_log)
+
+    async def _lockfile(self, job: ClaimedJob, on_log: OnLog) -> str:
+        """The pinned lockfile of the job's code (``""``: standard library only).
+
+        Resolved once per set of requirements: later jobs read it from the cache."""
         wanted = await self._requirements(job)
         if not wanted:
-            return None
+            return ""
         await on_log(f"{_LOG_PREFIX}requirements: {', '.join(wanted)}\n")
         interpreter = await probe_interpreter(self.python)
         cached = self._lock_path(interpreter, wanted)
@@ -165,7 +175,43 @@ class PythonDependencies:
             await on_log(f"{_LOG_PREFIX}resolved {_packages(lockfile)} in {_since(started)} ms\n")
         else:
             await on_log(f"{_LOG_PREFIX}lockfile cached ({_packages(lockfile)})\n")
-        return await self._install(lockfile, on_log)
+        return lockfile
+
+    async def run_dependency_job(
+        self, job: ClaimedJob, pool: Executor, *, on_log: OnLog, cancel: asyncio.Event
+    ) -> ExecutionOutcome:
+        """A script version's dependency job: resolve its imports into its lockfile.
+
+        The lockfile (``""`` for standard library only) is stored on the version, which
+        its runs then install as is; a failure is stored there too (uv's report), for
+        the script's page to show.
+        """
+        started = time.perf_counter()
+        try:
+            lockfile = await _unless_canceled(cancel, self._lockfile(job, on_log))
+        except DependencyError as exc:
+            error = dependency_job_error(exc)
+            detail = f"\n{exc.stderr.rstrip()}" if exc.stderr else ""
+            await on_log(f"{_LOG_PREFIX}{error.name}: {error.message}{detail}\n")
+            if job.runnable_hash is not None:
+                await set_lock(
+                    pool, job.workspace, job.runnable_hash, lock=None, error=error.message + detail
+                )
+            return Prepared(error=error, retryable=exc.transient).failed_outcome()
+        if lockfile is None:  # canceled
+            return Prepared(
+                error=JobError(name="Canceled", message="canceled", exit_reason=ExitReason.CANCELED)
+            ).failed_outcome()
+        if job.runnable_hash is not None:
+            await set_lock(pool, job.workspace, job.runnable_hash, lock=lockfile, error=None)
+        return ExecutionOutcome(
+            success=True,
+            result={"lock": lockfile, "path": job.runnable_path, "hash": job.runnable_hash},
+            error=None,
+            exit_code=0,
+            duration_ms=_since(started),
+            exit_reason=ExitReason.OK,
+        )
 
     async def _requirements(self, job: ClaimedJob) -> tuple[str, ...]:
         """What the job's code needs from the package index, as requirement strings."""

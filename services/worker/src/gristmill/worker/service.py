@@ -26,8 +26,13 @@ import structlog
 from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.common.queue import ClaimedJob, Queue
 from gristmill.common.wakeup import Wakeup
-from gristmill.worker.dependencies import PythonDependencies
-from gristmill.worker.execution import ExecutionRequest, ExecutorSettings, execute
+from gristmill.worker.dependencies import Prepared, PythonDependencies
+from gristmill.worker.execution import (
+    ExecutionOutcome,
+    ExecutionRequest,
+    ExecutorSettings,
+    execute,
+)
 from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -211,27 +216,16 @@ class Worker:
             workdir.mkdir(parents=True, exist_ok=True)
             env = await self._environment(job)
             sink = _LogSink(self._queue, job.id)
-            prepared = await self._dependencies.prepare(job, on_log=sink.write, cancel=state.cancel)
-            if prepared.error is not None:
-                outcome = prepared.failed_outcome()
+            if job.kind == "dependencies":
+                prepared = Prepared()
+                outcome = await self._dependencies.run_dependency_job(
+                    job, self._pool, on_log=sink.write, cancel=state.cancel
+                )
             else:
-                request = ExecutionRequest(
-                    job_id=job.id,
-                    language=job.language or "",
-                    code=job.code or "",
-                    args=job.args,
-                    env=env,
-                    timeout_s=job.timeout_s or self._settings.default_timeout_s,
-                    workdir=workdir,
-                    # The in-job client library comes after the job's own packages.
-                    python_path=(*prepared.python_path, str(SDK_DIR)),
+                prepared = await self._dependencies.prepare(
+                    job, on_log=sink.write, cancel=state.cancel
                 )
-                outcome = await execute(
-                    request,
-                    on_log=sink.write,
-                    cancel=state.cancel,
-                    settings=self._settings.executor,
-                )
+                outcome = await self._execute(job, env, workdir, prepared, sink, state)
             await sink.flush()
             if state.lost:
                 log.warning("job outcome dropped: the job was recovered or ended elsewhere")
@@ -287,6 +281,32 @@ class Worker:
             self._running.pop(job.id, None)
             shutil.rmtree(workdir, ignore_errors=True)
             self._wakeup.poke()
+
+    async def _execute(
+        self,
+        job: ClaimedJob,
+        env: dict[str, str],
+        workdir: Path,
+        prepared: Prepared,
+        sink: _LogSink,
+        state: _Running,
+    ) -> ExecutionOutcome:
+        if prepared.error is not None:
+            return prepared.failed_outcome()
+        request = ExecutionRequest(
+            job_id=job.id,
+            language=job.language or "",
+            code=job.code or "",
+            args=job.args,
+            env=env,
+            timeout_s=job.timeout_s or self._settings.default_timeout_s,
+            workdir=workdir,
+            # The in-job client library comes after the job's own packages.
+            python_path=(*prepared.python_path, str(SDK_DIR)),
+        )
+        return await execute(
+            request, on_log=sink.write, cancel=state.cancel, settings=self._settings.executor
+        )
 
     async def _environment(self, job: ClaimedJob) -> dict[str, str]:
         env = {

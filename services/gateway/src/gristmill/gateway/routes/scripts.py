@@ -177,7 +177,7 @@ def script_view(script: Script) -> ScriptView:
         is_template=script.is_template,
         extra_perms={},
         lock=script.lock,
-        lock_error_logs=None,
+        lock_error_logs=script.lock_error,
         language=script.language,
         kind=script.kind,
         starred=False,
@@ -241,6 +241,7 @@ async def create_script(
             data.to_new_script(),
             created_by=request.user.user_id,
             limits=context.limits,
+            queue=context.queue,
         )
     return saved.hash
 

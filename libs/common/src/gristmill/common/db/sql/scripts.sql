@@ -102,3 +102,8 @@ RETURNING *;
 SELECT status, result, error
 FROM jobs_completed
 WHERE id = $1 AND workspace_id = $2;
+
+-- name: set_lock
+-- The outcome of a version's dependency job: its lockfile, or why there is none.
+UPDATE scripts SET lock = $3, lock_error = $4
+WHERE workspace_id = $1 AND hash = $2 AND NOT deleted;

@@ -17,6 +17,8 @@ CREATE TABLE scripts (
     -- JSON Schema of main's inputs: sent by the client or read from the code at save time.
     schema        jsonb,
     lock          text,
+    -- Why resolving the dependencies of this version failed (uv's report), if it did.
+    lock_error    text,
     -- Worker tag override; NULL means the language's default tag.
     tag           text,
     is_template   boolean NOT NULL DEFAULT false,
