@@ -11,7 +11,7 @@ import pytest
 from tests.scripts.standalone import wait_result
 
 
-def save(client: httpx.Client, path: str, content: str) -> str:
+def save(client: httpx.Client, path: str, content: str, **fields: Any) -> str:
     response = client.post(
         "/api/w/main/scripts/create",
         json={
@@ -20,6 +20,7 @@ def save(client: httpx.Client, path: str, content: str) -> str:
             "language": "python3",
             "summary": "",
             "description": "",
+            **fields,
         },
     )
     assert response.status_code == 201, response.text
@@ -81,3 +82,31 @@ def test_unresolvable_dependency_is_shown_on_the_script(gristmill: httpx.Client)
     assert "gristmill-no-such-package-xyz" in script["lock_error_logs"].lower().replace("_", "-")
     [job] = dependency_jobs(gristmill, "u/admin/deps_missing")
     assert job["success"] is False
+
+
+def test_a_script_imports_another_workspace_script(gristmill: httpx.Client) -> None:
+    library = {"schema": {"type": "object", "properties": {}}}  # a module, no main()
+    save(
+        gristmill,
+        "f/shared/helpers",
+        "def shout(text):\n    return text.upper() + '!'\n",
+        **library,
+    )
+    save(
+        gristmill,
+        "u/admin/uses_helper",
+        "from f.shared.helpers import shout\ndef main(name: str):\n    return shout(name)\n",
+    )
+    run = gristmill.post("/api/w/main/jobs/run/p/u/admin/uses_helper", json={"name": "hi"})
+    assert run.status_code == 201, run.text
+    result = wait_result(gristmill, run.text)
+    assert result == {"completed": True, "started": True, "success": True, "result": "HI!"}
+    # A new version of the helper is what the next run imports.
+    save(
+        gristmill,
+        "f/shared/helpers",
+        "def shout(text):\n    return text.lower() + '?'\n",
+        **library,
+    )
+    run = gristmill.post("/api/w/main/jobs/run/p/u/admin/uses_helper", json={"name": "HI"})
+    assert wait_result(gristmill, run.text)["result"] == "hi?"

@@ -30,10 +30,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from gristmill.common.pydeps import (
     DependencyError,
     Requirements,
     infer_requirements,
+    infer_requirements_async,
     requirement_name,
 )
 from gristmill.common.queue import ClaimedJob
@@ -59,7 +61,13 @@ from gristmill.worker.pyenv import (
     probe_interpreter,
 )
 
-__all__ = ["Prepared", "PythonDependencies", "dependency_job_error"]
+__all__ = [
+    "Prepared",
+    "PythonDependencies",
+    "ScriptSource",
+    "dependency_job_error",
+    "write_modules",
+]
 
 _T = TypeVar("_T")
 _log = structlog.get_logger(__name__)
@@ -83,6 +91,9 @@ class Prepared(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = False
     #: Time spent preparing, apart from the job's own run time.
     elapsed_ms: int = 0
+    #: Workspace scripts the job imports (``f/folder/helper`` → its code), to be laid
+    #: out as modules (``f/folder/helper.py``) on the job's import path.
+    modules: dict[str, str] = msgspec.field(default_factory=dict)
 
     def failed_outcome(self) -> ExecutionOutcome:
         """How the job ended when ``error`` kept it from starting."""
@@ -109,8 +120,10 @@ class PythonDependencies:
         lock_timeout_s: float = 120.0,
         install_timeout_s: float = 600.0,
         uv_bin: str | None = None,
+        scripts: ScriptSource | None = None,
     ) -> None:
         self.python = python
+        self._scripts = scripts
         self.cache_dir = cache_dir
         self._lock_timeout_s = lock_timeout_s
         self._install_timeout_s = install_timeout_s
@@ -133,7 +146,27 @@ class PythonDependencies:
             await on_log(f"{_LOG_PREFIX}{error.name}: {error.message}{detail}\n")
             return Prepared(error=error, retryable=exc.transient, elapsed_ms=_since(started))
         python_path = () if env is None else (str(env),)
-        return Prepared(python_path=python_path, elapsed_ms=_since(started))
+        modules = await self.workspace_modules(job)
+        return Prepared(python_path=python_path, elapsed_ms=_since(started), modules=modules)
+
+    async def workspace_modules(self, job: ClaimedJob) -> dict[str, str]:
+        """The code of every workspace script ``job`` imports, directly or not."""
+        if self._scripts is None or not _imports_workspace(job.code or ""):
+            return {}
+        found: dict[str, str] = {}
+
+        async def resolve(path: str) -> str | None:
+            assert self._scripts is not None
+            code = await self._scripts(job.workspace, path)
+            if code is not None:
+                found[path] = code
+            return code
+
+        try:
+            await infer_requirements_async(job.code or "", path=job.runnable_path, resolve=resolve)
+        except DependencyError:
+            return found  # the job reports its own problem when it runs
+        return found
 
     async def _environment(self, job: ClaimedJob, on_log: OnLog) -> Path | None:
         if job.lock is not None:
@@ -217,7 +250,16 @@ class PythonDependencies:
         """What the job's code needs from the package index, as requirement strings."""
         code = job.code or ""
         try:
-            if len(code) > _INLINE_INFERENCE_CHARS:
+            if self._scripts is not None and _imports_workspace(code):
+                scripts = self._scripts
+
+                async def resolve(path: str) -> str | None:
+                    return await scripts(job.workspace, path)
+
+                found = await infer_requirements_async(
+                    code, path=job.runnable_path, resolve=resolve
+                )
+            elif len(code) > _INLINE_INFERENCE_CHARS:
                 found = await asyncio.to_thread(infer_requirements, code, path=job.runnable_path)
             else:
                 found = infer_requirements(code, path=job.runnable_path)
@@ -264,6 +306,24 @@ def dependency_job_error(exc: DependencyError) -> JobError:
         stack=exc.stderr or None,
         location=exc.location,
     )
+
+
+#: ``(workspace, path)`` → the code of the latest runnable script there, or ``None``.
+ScriptSource = Callable[[str, str], Awaitable[str | None]]
+_WORKSPACE_IMPORT = re.compile(r"^\s*(?:from|import)\s+[uf]\.|^\s*from\s+\.", re.MULTILINE)
+
+
+def _imports_workspace(code: str) -> bool:
+    """Cheap pre-check: could the code import a workspace script (``f.x.y``/``u.x.y``)?"""
+    return _WORKSPACE_IMPORT.search(code) is not None
+
+
+def write_modules(root: Path, modules: dict[str, str]) -> None:
+    """Lay out workspace scripts as importable modules under ``root``."""
+    for path, code in modules.items():
+        target = root.joinpath(*path.split("/")).with_suffix(".py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code, encoding="utf-8")
 
 
 def _wanted(requirements: Requirements) -> tuple[str, ...]:

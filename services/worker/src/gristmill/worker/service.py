@@ -24,9 +24,11 @@ import msgspec
 import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.common.errors import NotFound
 from gristmill.common.queue import ClaimedJob, Queue
+from gristmill.common.scripts import runnable_by_path
 from gristmill.common.wakeup import Wakeup
-from gristmill.worker.dependencies import Prepared, PythonDependencies
+from gristmill.worker.dependencies import Prepared, PythonDependencies, write_modules
 from gristmill.worker.execution import (
     ExecutionOutcome,
     ExecutionRequest,
@@ -98,6 +100,7 @@ class Worker:
         self._dependencies = dependencies or PythonDependencies(
             python=settings.executor.python_bin,
             cache_dir=settings.jobs_dir.parent / "cache" / "python",
+            scripts=self._script_code,
         )
         self.jobs_done = 0
 
@@ -293,6 +296,11 @@ class Worker:
     ) -> ExecutionOutcome:
         if prepared.error is not None:
             return prepared.failed_outcome()
+        python_path = list(prepared.python_path)
+        if prepared.modules:
+            modules_dir = workdir / "_workspace"
+            write_modules(modules_dir, prepared.modules)
+            python_path.append(str(modules_dir))
         request = ExecutionRequest(
             job_id=job.id,
             language=job.language or "",
@@ -302,11 +310,19 @@ class Worker:
             timeout_s=job.timeout_s or self._settings.default_timeout_s,
             workdir=workdir,
             # The in-job client library comes after the job's own packages.
-            python_path=(*prepared.python_path, str(SDK_DIR)),
+            python_path=(*python_path, str(SDK_DIR)),
         )
         return await execute(
             request, on_log=sink.write, cancel=state.cancel, settings=self._settings.executor
         )
+
+    async def _script_code(self, workspace: str, path: str) -> str | None:
+        """The code a job gets when it imports the workspace script at ``path``."""
+        try:
+            script = await runnable_by_path(self._pool, workspace, path)
+        except NotFound:
+            return None
+        return script.content
 
     async def _environment(self, job: ClaimedJob) -> dict[str, str]:
         env = {
