@@ -270,3 +270,26 @@ def test_in_job_client_library_is_importable(gristmill: httpx.Client) -> None:
     assert first["result"] == {"me": "admin", "var": "hello", "state": 1}
     second = wait_result(gristmill, run_preview(gristmill, code))
     assert second["result"]["state"] == 2
+
+
+def test_huge_logs_and_unserializable_results_fail_cleanly(gristmill: httpx.Client) -> None:
+    noisy = run_preview(
+        gristmill,
+        "import sys\ndef main():\n"
+        "    for _ in range(10 * 1024):\n"
+        "        sys.stdout.write('x' * 1023 + '\\n')\n"
+        "    return 'survived'\n",
+    )
+    result = wait_result(gristmill, noisy, timeout=60)
+    assert result["result"] == "survived"
+    logs = gristmill.get(f"/api/w/main/jobs_u/get_logs/{noisy}").text
+    assert "log truncated" in logs
+    assert len(logs) < 3 * 1024 * 1024  # capped, not 10 MB
+
+    weird = run_preview(gristmill, "def main():\n    return {1, 2, 3}\n")
+    error = wait_result(gristmill, weird)["result"]["error"]
+    assert "not JSON serializable" in error["message"]
+    # The service keeps working.
+    assert (
+        wait_result(gristmill, run_preview(gristmill, "def main():\n    return 3\n"))["result"] == 3
+    )
