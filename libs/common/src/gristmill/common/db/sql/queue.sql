@@ -43,22 +43,32 @@ RETURNING id, tag, scheduled_for;
 SELECT pg_notify('gristmill_jobs', tag) FROM unnest($1::text[]) AS t(tag);
 
 -- name: claim
+-- One index scan per tag, each in claim order (tag, priority DESC, scheduled_for, id)
+-- and stopping after $2 rows, then the best $2 overall: the cost does not grow with
+-- the backlog. (A plain `tag = ANY($1)` makes the planner read and sort every
+-- claimable row.)
 WITH candidates AS (
-    SELECT q.id
-    FROM job_queue q
-    WHERE NOT q.running
-      AND q.tag = ANY($1::text[])
-      AND q.scheduled_for <= now()
-      AND (
-          q.concurrency_key IS NULL
-          OR NOT EXISTS (
-              SELECT 1 FROM concurrency_slots s
-              WHERE s.key = q.concurrency_key AND s.running >= q.concurrency_limit
+    SELECT c.id, c.priority, c.scheduled_for
+    FROM unnest($1::text[]) AS t(tag)
+    CROSS JOIN LATERAL (
+        SELECT q.id, q.priority, q.scheduled_for
+        FROM job_queue q
+        WHERE NOT q.running
+          AND q.tag = t.tag
+          AND q.scheduled_for <= now()
+          AND (
+              q.concurrency_key IS NULL
+              OR NOT EXISTS (
+                  SELECT 1 FROM concurrency_slots s
+                  WHERE s.key = q.concurrency_key AND s.running >= q.concurrency_limit
+              )
           )
-      )
-    ORDER BY q.priority DESC, q.scheduled_for, q.id
+        ORDER BY q.priority DESC, q.scheduled_for, q.id
+        LIMIT $2
+        FOR UPDATE OF q SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.scheduled_for, c.id
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE job_queue q
     SET running = true, worker = $3, started_at = now(), attempt = q.attempt + 1
@@ -117,8 +127,37 @@ FROM done
 ON CONFLICT (id) DO NOTHING
 RETURNING id, completed_at;
 
+-- name: finish_child
+-- ``finish`` for a job that has a parent (a flow step): also answers what the
+-- child-finished hook needs, in the same statement.
+WITH done AS (
+    DELETE FROM job_queue
+    WHERE id = $1 AND running AND worker = $2 AND attempt = $3
+    RETURNING id, workspace_id, started_at, attempt, worker, concurrency_key, canceled_by
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM done WHERE s.key = done.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING done WHERE t.job_id = done.id
+), ins AS (
+    INSERT INTO jobs_completed (
+        id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+        duration_ms, attempt, worker, canceled_by, memory_peak_kb
+    )
+    SELECT
+        id, workspace_id, $4, $5, $6, $7, started_at, now(),
+        COALESCE($8, (extract(epoch FROM now() - started_at) * 1000)::int),
+        attempt, worker, canceled_by, $9
+    FROM done
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, completed_at
+)
+SELECT ins.id, ins.completed_at, j.workspace_id, j.parent_job, j.flow_step
+FROM ins JOIN jobs j ON j.id = ins.id;
+
 -- name: finish_forced
 -- End a job whatever worker holds it (zombie, timeout, cancel of a queued job).
+-- Answers the job's parent and step too, for the child-finished hook.
 WITH done AS (
     DELETE FROM job_queue
     WHERE id = $1 AND attempt = $2
@@ -129,18 +168,21 @@ WITH done AS (
     FROM done WHERE s.key = done.concurrency_key AND done.running
 ), job_tokens AS (
     DELETE FROM tokens t USING done WHERE t.job_id = done.id
+), ins AS (
+    INSERT INTO jobs_completed (
+        id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+        duration_ms, attempt, worker, canceled_by
+    )
+    SELECT
+        id, workspace_id, $3, NULL, $4, $5, started_at, now(),
+        (extract(epoch FROM now() - started_at) * 1000)::int, attempt, worker,
+        COALESCE(canceled_by, $6)
+    FROM done
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, completed_at
 )
-INSERT INTO jobs_completed (
-    id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
-    duration_ms, attempt, worker, canceled_by
-)
-SELECT
-    id, workspace_id, $3, NULL, $4, $5, started_at, now(),
-    (extract(epoch FROM now() - started_at) * 1000)::int, attempt, worker,
-    COALESCE(canceled_by, $6)
-FROM done
-ON CONFLICT (id) DO NOTHING
-RETURNING id, completed_at;
+SELECT ins.id, ins.completed_at, j.workspace_id, j.parent_job, j.flow_step
+FROM ins JOIN jobs j ON j.id = ins.id;
 
 -- name: requeue
 -- Put a running job back after a failure; it runs again at scheduled_for.
@@ -185,11 +227,14 @@ SET cancel_requested = true, canceled_by = $2, cancel_reason = $3
 WHERE id = $1;
 
 -- name: find_zombies
+-- Parked jobs (worker $3) have no job_runtime row and are excluded twice over: no
+-- worker holds them, the jobs they wait for are recovered on their own.
 SELECT q.id, q.worker, q.attempt, q.restarts, q.cancel_requested, q.canceled_by,
        q.cancel_reason, r.ping
 FROM job_queue q
 JOIN job_runtime r ON r.id = q.id
-WHERE q.running AND r.ping < now() - make_interval(secs => $1::float8)
+WHERE q.running AND q.worker IS DISTINCT FROM $3
+  AND r.ping < now() - make_interval(secs => $1::float8)
 ORDER BY r.ping
 LIMIT $2
 FOR UPDATE OF q SKIP LOCKED;
@@ -276,3 +321,97 @@ WITH j AS (
 INSERT INTO jobs_completed (id, workspace_id, status, error, exit_reason, duration_ms)
 SELECT id, workspace_id, 'failure', $14, 'error', 0 FROM j
 ON CONFLICT (id) DO NOTHING;
+
+-- Parked jobs: running, held by no worker (worker = the parked marker, no job_runtime
+-- row), ended by whoever drives them (the flow engine, when their children end).
+
+-- name: park
+-- A claimed job becomes parked (guarded by the claim's worker and attempt).
+WITH q AS (
+    UPDATE job_queue SET worker = $4
+    WHERE id = $1 AND running AND worker = $2 AND attempt = $3
+    RETURNING id
+), runtime AS (
+    DELETE FROM job_runtime r USING q WHERE r.id = q.id
+)
+SELECT id FROM q;
+
+-- name: park_new
+-- Jobs just inserted (same transaction) start parked.
+UPDATE job_queue
+SET running = true, worker = $2, started_at = now(), attempt = 1
+WHERE id = ANY($1::uuid[]) AND NOT running;
+
+-- name: unpark_at
+-- A parked job becomes claimable again at now() + $3 seconds (a timer: sleeps,
+-- approval timeouts). Its concurrency slot is given back until it is claimed.
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL,
+        scheduled_for = now() + make_interval(secs => $3::float8)
+    WHERE id = $1 AND running AND worker = $2
+    RETURNING id, concurrency_key
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM q WHERE s.key = q.concurrency_key
+)
+SELECT id FROM q;
+
+-- name: repark
+-- Park a job again whether it waits for its timer or a worker just claimed it
+-- (that worker's lease is void: its guarded writes find nothing).
+WITH prev AS (
+    SELECT id, running, concurrency_key FROM job_queue WHERE id = $1 FOR UPDATE
+), q AS (
+    UPDATE job_queue j
+    SET running = true, worker = $2, started_at = COALESCE(j.started_at, now())
+    FROM prev WHERE j.id = prev.id AND j.worker IS DISTINCT FROM $2
+    RETURNING j.id
+), slot AS (
+    INSERT INTO concurrency_slots AS s (key, running)
+    SELECT prev.concurrency_key, 1 FROM prev
+    WHERE NOT prev.running AND prev.concurrency_key IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET running = s.running + 1
+), runtime AS (
+    DELETE FROM job_runtime r USING q WHERE r.id = q.id
+)
+SELECT id FROM prev;
+
+-- name: finish_parked
+-- End a parked job (guarded: it must still be parked).
+WITH done AS (
+    DELETE FROM job_queue
+    WHERE id = $1 AND running AND worker = $2
+    RETURNING id, workspace_id, started_at, attempt, concurrency_key, canceled_by
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM done WHERE s.key = done.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING done WHERE t.job_id = done.id
+), ins AS (
+    INSERT INTO jobs_completed (
+        id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+        duration_ms, attempt, worker, canceled_by
+    )
+    SELECT
+        id, workspace_id, $3, $4, $5, $6, started_at, now(),
+        COALESCE($7, (extract(epoch FROM now() - started_at) * 1000)::int),
+        attempt, NULL, COALESCE(canceled_by, $8)
+    FROM done
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, completed_at
+)
+SELECT ins.id, ins.completed_at, j.workspace_id, j.parent_job, j.flow_step
+FROM ins JOIN jobs j ON j.id = ins.id;
+
+-- name: lock_descendants
+-- Every job still queued, running or parked below $1 (children, their children...).
+WITH RECURSIVE tree AS (
+    SELECT j.id FROM jobs j JOIN job_queue q ON q.id = j.id WHERE j.parent_job = $1
+    UNION ALL
+    SELECT j.id FROM jobs j JOIN tree t ON j.parent_job = t.id JOIN job_queue q ON q.id = j.id
+)
+SELECT q.id, q.running, q.worker, q.attempt
+FROM job_queue q JOIN tree t ON t.id = q.id
+ORDER BY q.id
+FOR UPDATE OF q;
