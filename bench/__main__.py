@@ -7,6 +7,7 @@ import sys
 
 _BENCHMARKS = {
     "queue_throughput": "bench.queue_throughput",
+    "sync_latency": "bench.sync_latency",
 }
 
 
