@@ -45,6 +45,19 @@ def run(code_path: str, args_path: str, result_path: str) -> int:
         args = marshal.load(f)  # noqa: S302  # written by the worker for this job, not by the user
     with open(code_path, "rb") as f:
         source = f.read()
+    for name, value in args.items():
+        if isinstance(value, str) and value.startswith(("$res:", "$var:")):
+            try:
+                args[name] = _dereference(value)
+            except Exception as exc:  # reported as the job's error, naming the argument
+                return _fail(
+                    result_path,
+                    {
+                        "name": "ReferenceError",
+                        "message": f"argument {name!r}: cannot read {value}: {exc}",
+                        "location": f"args.{name}",
+                    },
+                )
 
     import posix  # builtin; ``os`` would cost an import
 
@@ -92,6 +105,30 @@ def run(code_path: str, args_path: str, result_path: str) -> int:
         return _fail(result_path, _unserializable(outcome, exc))
     _write(result_path, payload)
     return 0
+
+
+def _dereference(reference: str) -> Any:
+    """The value behind ``$res:<path>`` (a resource, references resolved) or
+    ``$var:<path>`` (a variable), read with the job's own token: access is the job's
+    user's, and secret values never sit in the job's stored arguments."""
+    import json
+    import os
+    import urllib.parse
+    import urllib.request
+
+    kind, _, path = reference.partition(":")
+    base = os.environ.get("BASE_INTERNAL_URL") or os.environ.get("WM_BASE_URL")
+    token = os.environ.get("WM_TOKEN")
+    workspace = os.environ.get("WM_WORKSPACE")
+    if not (base and token and workspace):
+        raise RuntimeError("the job has no API access (no token)")
+    what = "resources/get_value_interpolated" if kind == "$res" else "variables/get_value"
+    url = f"{base.rstrip('/')}/api/w/{workspace}/{what}/{urllib.parse.quote(path, safe='/')}"
+    if not url.startswith(("http://", "https://")):
+        raise RuntimeError(f"bad server address {base!r}")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310  # scheme checked above
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  # scheme checked above
+        return json.loads(response.read())
 
 
 async def _await(awaitable: Any) -> Any:
