@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,6 +36,7 @@ _RECORDED_SETTINGS = (
     "shared_buffers",
     "max_connections",
 )
+_PROBES = 200
 
 
 @contextmanager
@@ -79,6 +82,10 @@ class Machine:
     python: str
     postgres: str
     settings: dict[str, str]
+    #: Client-observed p50 of ``SELECT 1`` (a round trip) and of a one-row INSERT
+    #: committed on its own (a round trip plus a WAL flush): what single-job paths pay.
+    round_trip_p50_ms: float
+    commit_p50_ms: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,11 +111,31 @@ def _memory_gib() -> float:
     return float("nan")
 
 
+async def _timed_ms(conn: asyncpg.Connection, sql: str, args: list[tuple[object, ...]]) -> float:
+    """p50 wall time of ``sql`` run once per argument tuple, in milliseconds."""
+    samples: list[float] = []
+    for values in args:
+        started = time.perf_counter()
+        await conn.execute(sql, *values)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
 async def describe_machine(dsn: str) -> Machine:
     conn = await asyncpg.connect(dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
         settings = {name: await conn.fetchval(f"SHOW {name}") for name in _RECORDED_SETTINGS}
+        round_trip = await _timed_ms(conn, "SELECT 1", [()] * _PROBES)
+        await conn.execute("CREATE TABLE bench_commit_probe (id int PRIMARY KEY)")
+        try:
+            commit = await _timed_ms(
+                conn,
+                "INSERT INTO bench_commit_probe VALUES ($1)",
+                [(i,) for i in range(_PROBES)],
+            )
+        finally:
+            await conn.execute("DROP TABLE bench_commit_probe")
     finally:
         await conn.close()
     return Machine(
@@ -119,4 +146,6 @@ async def describe_machine(dsn: str) -> Machine:
         python=platform.python_version(),
         postgres=str(version),
         settings=settings,
+        round_trip_p50_ms=round_trip,
+        commit_p50_ms=commit,
     )

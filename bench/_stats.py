@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuMeter", "CpuUse", "Measurements", "Summary", "percentile", "summarize"]
+__all__ = [
+    "CpuMeter",
+    "CpuUse",
+    "Measurements",
+    "Summary",
+    "load_average",
+    "percentile",
+    "summarize",
+]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -68,6 +76,14 @@ def _read_proc_stat() -> tuple[int, int, int] | None:
     # user nice system idle iowait irq softirq steal (guest time is already in user)
     total = sum(fields[:8])
     return total, fields[3], fields[4]
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes), NaN where unknown."""
+    try:
+        return float(Path("/proc/loadavg").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 class CpuMeter:

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench._pg import describe_machine, fresh_database, server
 from bench._procs import Processes, quiet_logging
+from bench._stats import load_average
 from bench.queue_throughput.claim_latency import LatencyPlan, measure_claim_latency
 from bench.queue_throughput.drain import DrainPlan, measure_drains
 from bench.queue_throughput.report import render_markdown
@@ -35,6 +36,8 @@ __all__ = ["main"]
 
 _RESULTS = Path(__file__).resolve().parent.parent / "results"
 _ROUNDS = 3
+#: Load average per core above which the run is flagged as disturbed.
+_BUSY_LOAD = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,8 @@ FULL = Plan(
 )
 
 QUICK = Plan(
-    drain=DrainPlan(rounds=_ROUNDS, jobs=1000, ceiling_jobs=2000),
-    latency=LatencyPlan(rounds=_ROUNDS, backlogs=(1000, 100_000), samples=200, budget_s=3.0),
+    drain=DrainPlan(rounds=_ROUNDS, jobs=600, ceiling_jobs=1200),
+    latency=LatencyPlan(rounds=_ROUNDS, backlogs=(1000, 100_000), samples=200, budget_s=2.0),
     wake=WakePlan(rounds=_ROUNDS, jobs=25, idle_s=0.6),
     notify=NotifyPlan(rounds=_ROUNDS, seconds=0.75),
     notes=(
@@ -125,16 +128,27 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     date = datetime.now(UTC)
     started = time.perf_counter()
+    load_before = load_average()
     with server() as pg, Processes(2) as procs:
         results = asyncio.run(_run(pg, procs, plan))
+    load_after = load_average()
+    notes = list(plan.notes)
+    cores = results["machine"]["cores"]
+    if load_before > _BUSY_LOAD * cores:
+        notes.append(
+            f"the machine was busy before the run (1-minute load average {load_before:.1f} "
+            f"on {cores} cores): other processes competed for the CPU; rerun on a quiet "
+            "machine before trusting these figures"
+        )
     doc: dict[str, Any] = {
         "benchmark": "queue_throughput",
         "mode": "quick" if args.quick else "full",
         "date": date.isoformat(timespec="seconds"),
         "duration_s": time.perf_counter() - started,
         "rounds": _ROUNDS,
+        "load_average": {"before": load_before, "after": load_after},
         "plan": dataclasses.asdict(plan),
-        "notes": list(plan.notes),
+        "notes": notes,
         **results,
     }
     markdown = render_markdown(doc)

@@ -52,6 +52,5 @@ async def bulk_load(conn: asyncpg.Pool | asyncpg.Connection, count: int) -> None
 
 
 async def clear_queue(conn: asyncpg.Pool | asyncpg.Connection) -> None:
-    await conn.execute(
-        "TRUNCATE jobs, job_queue, job_runtime, jobs_completed, job_logs, concurrency_slots"
-    )
+    """Empty the queue tables, and whatever references jobs (CASCADE: the schema grows)."""
+    await conn.execute("TRUNCATE jobs, job_logs, concurrency_slots CASCADE")

@@ -1,7 +1,7 @@
 """Claim latency: one ``Queue.claim(limit=1)`` at a time on an idle server, by backlog.
 
 Each backlog size gets its own database, filled in one ``INSERT ... SELECT
-generate_series`` and analysed. A sample is the wall time of one ``claim`` call as
+generate_series``, vacuumed and analysed. A sample is the wall time of one ``claim`` call as
 the caller sees it (BEGIN, the claim statement, COMMIT with its WAL flush); the job
 is then completed (not timed) and, after the round, as many jobs are queued again,
 so that the backlog stays at its size.
@@ -50,8 +50,11 @@ async def measure_claim_latency(
         try:
             started = time.perf_counter()
             await bulk_load(conn, backlog)
-            await conn.execute("ANALYZE jobs")
-            await conn.execute("ANALYZE job_queue")
+            # VACUUM too (it includes ANALYZE), and a checkpoint: otherwise autovacuum and
+            # the checkpointer process the load in the middle of the measurements.
+            await conn.execute("VACUUM (ANALYZE) jobs")
+            await conn.execute("VACUUM (ANALYZE) job_queue")
+            await conn.execute("CHECKPOINT")
             load_s = time.perf_counter() - started
             query_plan = [
                 row[0] for row in await conn.fetch("EXPLAIN " + _CLAIM_SQL, [TAG], 1, _WORKER)

@@ -5,8 +5,9 @@ Two paths are measured side by side on the same server:
 * the queue itself (``Queue.enqueue`` in batches, then ``Queue.claim`` with a batch
   size and one ``Queue.complete`` per job, the only completion the queue offers);
 * the physical ceiling: a bare asyncpg loop on a trivial table, claiming with the
-  same ``FOR UPDATE SKIP LOCKED`` pattern and completing with a ``DELETE`` (one row
-  at a time, or 50 rows per statement).
+  same ``FOR UPDATE SKIP LOCKED`` pattern and completing with ``DELETE``: one row per
+  statement (a claimed batch spread over as many connections as a queue worker has),
+  or the whole batch in one statement.
 """
 
 from __future__ import annotations

@@ -59,7 +59,11 @@ def _machine(doc: Row) -> str:
         f"synchronous_commit={s['synchronous_commit']}, "
         f"full_page_writes={s['full_page_writes']}, wal_sync_method={s['wal_sync_method']}, "
         f"shared_buffers={s['shared_buffers']}\n"
-        f"- Python {m['python']}; asyncpg; server and clients on the same machine"
+        f"- one round trip (`SELECT 1`) p50 {_num(m['round_trip_p50_ms'], 2)} ms; one-row "
+        f"INSERT committed alone (round trip + WAL flush) p50 {_num(m['commit_p50_ms'], 2)} ms\n"
+        f"- Python {m['python']}, asyncpg; server and clients share the machine's cores; "
+        f"1-minute load average {doc['load_average']['before']:.2f} before the run, "
+        f"{doc['load_average']['after']:.2f} after"
     )
 
 
@@ -197,16 +201,24 @@ def _wakeup(doc: Row) -> str:
 
 
 def _notify(doc: Row) -> str:
-    by_key = {(p["params"]["enqueuers"], p["params"]["notify"]): p for p in doc["notify_cost"]}
+    by_key = {
+        (p["params"]["enqueuers"], p["params"]["notify"], p["params"]["extra_round_trip"]): p
+        for p in doc["notify_cost"]
+    }
     rows = []
-    for k in sorted({k for k, _ in by_key}):
-        off, on = by_key[(k, False)], by_key[(k, True)]
+    for k in sorted({k for k, _, _ in by_key}):
+        off = by_key[(k, False, False)]
+        trip = by_key[(k, False, True)]
+        on = by_key[(k, True, False)]
+        base = _median(off, "jobs_per_s")
         rows.append(
             [
                 str(k),
                 _median_range(off, "jobs_per_s"),
+                _median_range(trip, "jobs_per_s"),
                 _median_range(on, "jobs_per_s"),
-                f"{_median(on, 'jobs_per_s') / _median(off, 'jobs_per_s'):.2f}",
+                f"{_median(trip, 'jobs_per_s') / base:.2f}",
+                f"{_median(on, 'jobs_per_s') / base:.2f}",
                 _pct(_median(on, "machine_cpu_busy")),
             ]
         )
@@ -215,8 +227,10 @@ def _notify(doc: Row) -> str:
             [
                 "concurrent enqueuers",
                 "notify=False jobs/s",
+                "notify=False + 1 round trip",
                 "notify=True jobs/s",
-                "ratio",
+                "ratio: +1 round trip",
+                "ratio: notify=True",
                 "machine CPU busy (notify=True)",
             ],
             rows,

@@ -6,8 +6,9 @@ is enqueue call start -> start of the claim call that got the job, on one clock
 (``CLOCK_MONOTONIC`` is system-wide on Linux).
 
 NOTIFY cost: 1 or k concurrent enqueuers, one job per transaction, for a fixed time,
-with ``Queue(notify=False)`` and ``Queue(notify=True)``; a listening connection is
-open in both cases, as when workers run.
+with ``Queue(notify=False)``, with ``notify=False`` plus one ``SELECT 1`` in the
+transaction (the round trip that the NOTIFY statement adds), and with
+``Queue(notify=True)``; a listening connection is open throughout, as when workers run.
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ async def measure_wakeup(
     return list(points.values())
 
 
+#: (notify, one extra statement per transaction): the second splits NOTIFY's cost into
+#: its round trip and the rest.
+_NOTIFY_VARIANTS = ((False, False), (False, True), (True, False))
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyPlan:
     rounds: int
@@ -171,10 +177,17 @@ class _Counter:
         self.value += 1
 
 
-async def _enqueue_for(queue: Queue, until: float) -> int:
+async def _enqueue_for(queue: Queue, until: float, *, extra_round_trip: bool) -> int:
     done = 0
+    pool = queue.pool
     while time.perf_counter() < until:
-        await queue.enqueue([new_job()])
+        if extra_round_trip:
+            # What enqueue does, plus one statement: the round trip NOTIFY adds.
+            async with pool.acquire() as conn, conn.transaction():
+                await queue.enqueue([new_job()], conn=conn)
+                await conn.execute("SELECT 1")
+        else:
+            await queue.enqueue([new_job()])
         done += 1
     return done
 
@@ -183,9 +196,11 @@ async def measure_notify_cost(
     dsn: str, plan: NotifyPlan, say: Callable[[str], None]
 ) -> list[Measurements]:
     points = {
-        (k, notify): Measurements({"enqueuers": k, "notify": notify, "jobs_per_enqueue": 1})
+        (k, notify, extra): Measurements(
+            {"enqueuers": k, "notify": notify, "extra_round_trip": extra, "jobs_per_enqueue": 1}
+        )
         for k in plan.enqueuers
-        for notify in (False, True)
+        for notify, extra in _NOTIFY_VARIANTS
     }
     counter = _Counter()
     listener = await asyncpg.connect(dsn)
@@ -193,7 +208,7 @@ async def measure_notify_cost(
     meter = CpuMeter()
     try:
         for round_no in range(1, plan.rounds + 1):
-            for (k, notify), point in points.items():
+            for (k, notify, extra), point in points.items():
                 pool = await create_pool(dsn, min_size=k, max_size=k)
                 try:
                     await clear_queue(pool)
@@ -204,7 +219,9 @@ async def measure_notify_cost(
                     meter.start()
                     started = time.perf_counter()
                     until = started + plan.seconds
-                    counts = await asyncio.gather(*(_enqueue_for(queue, until) for _ in range(k)))
+                    counts = await asyncio.gather(
+                        *(_enqueue_for(queue, until, extra_round_trip=extra) for _ in range(k))
+                    )
                     elapsed = time.perf_counter() - started
                     busy = meter.stop().busy
                     client_cpu = (time.process_time() - cpu) / elapsed
@@ -218,9 +235,10 @@ async def measure_notify_cost(
                     machine_cpu_busy=busy,
                     notifications=float(counter.value),
                 )
+                variant = "+1 round trip" if extra else ""
                 say(
                     f"round {round_no} enqueue enqueuers={k} notify={notify!s:<5} "
-                    f"{rate:8.0f} jobs/s"
+                    f"{variant:<13} {rate:8.0f} jobs/s"
                 )
         await clear_queue(listener)
     finally:
