@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from bench._pg import describe_machine, fresh_database, server
-from bench._stats import percentile, summarize
+from bench._stats import load_average, percentile, summarize
 
 TOKEN = "bench-sync-latency-token-0123456789"
 SCRIPT = "def main(x: int):\n    return x\n"
@@ -82,6 +82,7 @@ async def _load(
 
 async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    load_before = load_average()
     with server() as pg:
         dsn = await fresh_database(pg, "bench_sync")
         machine = await describe_machine(dsn)
@@ -177,6 +178,7 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "env": args.env,
         "rounds": args.rounds,
         "results": results,
+        "load_average": {"before": load_before, "after": load_average()},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "sync_latency.json").write_text(json.dumps(report, indent=2, default=str))
@@ -187,7 +189,9 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# sync_latency ({report['date']}, {report['rounds']} rounds, medians; "
-        f"{report['workers']} worker loops)",
+        f"{report['workers']} worker loops; 1-min load average "
+        f"{report['load_average']['before']:.2f} before, "
+        f"{report['load_average']['after']:.2f} after)",
         "",
         "| concurrency | target | p50 ms | p99 ms | req/s | p50 ratio to ceiling |",
         "|---|---|---|---|---|---|",
