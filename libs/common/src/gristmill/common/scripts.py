@@ -29,7 +29,7 @@ import msgspec
 from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from gristmill.common.introspection import parse_bash, parse_python
+from gristmill.common.introspection import parse_bash, parse_python, parse_typescript
 from gristmill.common.queue import NewJob, Queue, QueueLimits, validate_tag
 
 __all__ = [
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Languages a worker can run today, by their wire label.
-SUPPORTED_LANGUAGES: Final = frozenset({"python3", "bash"})
+SUPPORTED_LANGUAGES: Final = frozenset({"python3", "bash", "bun", "deno", "nativets"})
 #: Windmill's script kinds; only ``script`` means something to Gristmill today.
 SCRIPT_KINDS: Final = frozenset(
     {"script", "failure", "trigger", "command", "approval", "preprocessor"}
@@ -215,8 +215,11 @@ def _normal_hash(value: str) -> str:
 def infer_schema(language: str, content: str) -> dict[str, Any]:
     """The input schema read from the code (never run). Raises ``InvalidRequest``."""
     check_language(language)
-    signature = parse_python(content) if language == "python3" else parse_bash(content)
-    return signature.schema
+    if language == "python3":
+        return parse_python(content).schema
+    if language == "bash":
+        return parse_bash(content).schema
+    return parse_typescript(content, language=language).schema
 
 
 def _check_new(new: NewScript, limits: QueueLimits) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -43,7 +43,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_session_timeout_ms: int = 10_000
     #: Worker loops per process (standalone) and the tags they claim.
     workers: int = 2
-    worker_tags: tuple[str, ...] = ("python3", "bash", "flow", "dependency")
+    worker_tags: tuple[str, ...] = (
+        "python3",
+        "bash",
+        "bun",
+        "deno",
+        "nativets",
+        "flow",
+        "dependency",
+    )
     worker_group: str = "default"
     #: How workers learn about new jobs: ``notify`` (LISTEN/NOTIFY + slow poll) or ``poll``.
     wake_mode: str = "notify"
@@ -55,6 +63,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Completed jobs and their logs are deleted after this many seconds (default 30 days).
     retention_s: float = 30 * 24 * 3600.0
     maintenance_interval_s: float = 5.0
+    #: Longest the scheduler sleeps between passes (it wakes earlier for a due tick);
+    #: new and edited schedules are seen within this.
+    scheduler_interval_s: float = 1.0
+    #: A schedule's tick at most this old fires whatever its catch-up policy; older
+    #: ticks were missed (downtime) and follow the policy (``skip`` or ``all``).
+    scheduler_grace_s: float = 10.0
+    #: Schedules a scheduler replica claims per transaction.
+    scheduler_batch_size: int = 100
     #: Default per-job timeout when a job sets none (seconds).
     job_timeout_s: float = 900.0
     max_log_bytes: int = 2 * 1024 * 1024
@@ -62,6 +78,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 10 * 1024 * 1024
     #: Interpreter used for Python jobs; empty means the fastest real one found.
     python_bin: str | None = None
+    #: Run jobs without the sandbox (no bubblewrap): only for development on machines
+    #: where it cannot be installed. Jobs then see the worker's files and network.
+    insecure_no_sandbox: bool = False
+    #: Jobs' network: ``host`` (the worker's; needed to call the gateway back) or
+    #: ``none`` (loopback only).
+    job_network: Literal["host", "none"] = "host"
+    #: Per-job limits (0: unlimited). Memory of the whole job, enforced by a cgroup
+    #: where the worker may create one; virtual memory per process (rlimit).
+    job_memory_mb: int = 1024
+    job_address_space_mb: int = 8192
+    #: CPU seconds per process (0: only the job's timeout bounds it).
+    job_cpu_s: int = 0
+    #: Processes and threads of a job; open files per process; largest file written.
+    job_max_processes: int = 512
+    job_max_open_files: int = 4096
+    job_max_file_mb: int = 1024
+    #: Size of a job's private ``/tmp`` (and ``/dev/shm``), held in memory.
+    job_tmp_mb: int = 512
+    #: Jobs of a root worker run as host uid ``job_uid_base + n`` (0: as the worker).
+    job_uid_base: int = 2_000_000_000
     log_format: str = "auto"
     log_level: str = "info"
 

@@ -12,5 +12,13 @@ from gristmill.common.introspection.signature import (
     ScriptSignature,
     object_schema,
 )
+from gristmill.common.introspection.typescript import parse_typescript
 
-__all__ = ["JSON_SCHEMA_DIALECT", "ScriptSignature", "object_schema", "parse_bash", "parse_python"]
+__all__ = [
+    "JSON_SCHEMA_DIALECT",
+    "ScriptSignature",
+    "object_schema",
+    "parse_bash",
+    "parse_python",
+    "parse_typescript",
+]

@@ -5,10 +5,20 @@ from __future__ import annotations
 from gristmill.worker.execution.runners.base import Runner
 from gristmill.worker.execution.runners.bash import BashRunner
 from gristmill.worker.execution.runners.python import PythonRunner
+from gristmill.worker.execution.runners.typescript import TypeScriptRunner
 
 __all__ = ["Runner", "runner_for", "supported_languages"]
 
-_RUNNERS: dict[str, Runner] = {runner.language: runner for runner in (PythonRunner(), BashRunner())}
+_RUNNERS: dict[str, Runner] = {
+    runner.language: runner
+    for runner in (
+        PythonRunner(),
+        BashRunner(),
+        TypeScriptRunner("bun"),
+        TypeScriptRunner("deno"),
+        TypeScriptRunner("nativets"),
+    )
+}
 
 
 def runner_for(language: str) -> Runner | None:
