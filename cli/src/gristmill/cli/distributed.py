@@ -62,6 +62,11 @@ async def run_service(name: str, settings: Settings, *, burst: bool = False) -> 
             from gristmill.cli.serve_worker import run_worker
 
             await run_worker(dsn, pool, queue, settings, stop, burst=burst)
+        elif name == "scheduler":
+            from gristmill.cli.serve_scheduler import run_scheduler
+
+            async with kafka_bus(settings, "gristmill-scheduler") as bus:
+                await run_scheduler(pool, bus, settings, stop)
         else:
             _log.info("no triggers of this kind are served yet; waiting for SIGTERM", service=name)
             await stop.wait()

@@ -11,10 +11,12 @@ from pathlib import Path
 from gristmill.cli.runtime import data_dir, database, make_queue, migrate_dsn, stop_on_signals
 from gristmill.cli.serve_dispatcher import make_dispatcher
 from gristmill.cli.serve_gateway import gateway_context, serve_http
+from gristmill.cli.serve_scheduler import run_scheduler
 from gristmill.cli.serve_worker import run_worker
 from gristmill.common.bus.inprocess import InProcessBus
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db import create_pool
+from gristmill.common.flows.engine import on_child_finished
 from gristmill.common.keystore import load_master_keyring
 from gristmill.common.settings import Settings
 from gristmill.common.tokens import ensure_bootstrap
@@ -37,7 +39,8 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 token_file.parent.mkdir(parents=True, exist_ok=True)
                 token_file.write_text(token + "\n")
                 token_file.chmod(0o600)
-            queue = make_queue(pool, settings)
+            # Every ending of a flow step (worker, recovery, cancel) advances its flow.
+            queue = make_queue(pool, settings).with_child_hook(on_child_finished)
             bus = InProcessBus()
             dispatcher = make_dispatcher(pool, queue, settings)
             url = f"http://{settings.http_host}:{settings.http_port}"
@@ -47,6 +50,7 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 )
                 tasks.create_task(dispatcher.maintain(stop))
                 tasks.create_task(run_worker(dsn, pool, queue, settings, stop))
+                tasks.create_task(run_scheduler(pool, bus, settings, stop))
                 tasks.create_task(
                     serve_http(
                         gateway_context(pool, queue, bus, settings, keyring=keyring), settings, stop

@@ -10,7 +10,19 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from gristmill.gateway.auth import PUBLIC_PATHS, TokenAuthMiddleware
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.errors import exception_handlers
-from gristmill.gateway.routes import jobs, resources, run, scripts, system, users, variables
+from gristmill.gateway.routes import (
+    flows,
+    jobs,
+    resources,
+    run,
+    run_flows,
+    schedules,
+    scripts,
+    system,
+    users,
+    variables,
+    workers,
+)
 
 __all__ = ["GatewayContext", "create_app"]
 
@@ -26,6 +38,10 @@ def create_app(context: GatewayContext) -> Litestar:
             *variables.ROUTES,
             *resources.ROUTES,
             *scripts.ROUTES,
+            *schedules.ROUTES,
+            *flows.ROUTES,
+            *run_flows.ROUTES,
+            *workers.ROUTES,
         ],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         exception_handlers=exception_handlers,
