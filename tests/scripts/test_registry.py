@@ -172,10 +172,11 @@ def test_good_paths_are_accepted(path: str) -> None:
 
 async def test_unsupported_language_lists_the_supported_ones(pg_pool: asyncpg.Pool) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await save(pg_pool, new(language="go"))
+        await save(pg_pool, new(language="cobol"))
     assert caught.value.location == "language"
     assert caught.value.message == (
-        "unsupported language 'go'; supported: bash, bun, deno, nativets, python3"
+        "unsupported language 'cobol'; supported: "
+        "bash, bun, deno, go, nativets, postgresql, python3"
     )
 
 

@@ -97,11 +97,12 @@ def test_bad_saves_are_rejected_with_the_field_at_fault(gristmill: httpx.Client)
     assert bad_path.status_code == 400
     assert bad_path.json()["error"]["location"] == "path"
     assert "u/<user>/<name> or f/<folder>/<name>" in bad_path.json()["error"]["message"]
-    bad_language = create(gristmill, "u/admin/api_bad", language="go")
+    bad_language = create(gristmill, "u/admin/api_bad", language="cobol")
     assert bad_language.status_code == 400
     assert bad_language.json()["error"] == {
         "code": "invalid_request",
-        "message": "unsupported language 'go'; supported: bash, bun, deno, nativets, python3",
+        "message": "unsupported language 'cobol'; supported: "
+        "bash, bun, deno, go, nativets, postgresql, python3",
         "location": "language",
     }
     syntax = create(gristmill, "u/admin/api_bad", "def main(x: int)\n    return x\n")

@@ -645,12 +645,20 @@ async def test_bash_environment_is_only_its_own(
 
 async def test_unsupported_language_is_a_clear_error(workdir: Path) -> None:
     outcome, _ = await run(workdir, "cobol", "DISPLAY 'HI'.")
-    assert supported_languages() == {"python3", "bash", "bun", "deno", "nativets"}
+    assert supported_languages() == {
+        "python3",
+        "bash",
+        "bun",
+        "deno",
+        "nativets",
+        "go",
+        "postgresql",
+    }
     assert outcome.error is not None
     assert outcome.error.name == "UnsupportedLanguage"
     assert outcome.error.message == (
         "language 'cobol' is not supported by this worker "
-        "(supported: bash, bun, deno, nativets, python3)"
+        "(supported: bash, bun, deno, go, nativets, postgresql, python3)"
     )
     assert outcome.error.location == "language"
 

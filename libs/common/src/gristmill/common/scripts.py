@@ -29,7 +29,13 @@ import msgspec
 from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from gristmill.common.introspection import parse_bash, parse_python, parse_typescript
+from gristmill.common.introspection import (
+    parse_bash,
+    parse_go,
+    parse_postgresql,
+    parse_python,
+    parse_typescript,
+)
 from gristmill.common.queue import NewJob, Queue, QueueLimits, validate_tag
 
 __all__ = [
@@ -63,7 +69,9 @@ __all__ = [
 ]
 
 #: Languages a worker can run today, by their wire label.
-SUPPORTED_LANGUAGES: Final = frozenset({"python3", "bash", "bun", "deno", "nativets"})
+SUPPORTED_LANGUAGES: Final = frozenset(
+    {"python3", "bash", "bun", "deno", "nativets", "go", "postgresql"}
+)
 #: Windmill's script kinds; only ``script`` means something to Gristmill today.
 SCRIPT_KINDS: Final = frozenset(
     {"script", "failure", "trigger", "command", "approval", "preprocessor"}
@@ -219,6 +227,10 @@ def infer_schema(language: str, content: str) -> dict[str, Any]:
         return parse_python(content).schema
     if language == "bash":
         return parse_bash(content).schema
+    if language == "go":
+        return parse_go(content).schema
+    if language == "postgresql":
+        return parse_postgresql(content).schema
     return parse_typescript(content, language=language).schema
 
 

@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "bun",
         "deno",
         "nativets",
+        "go",
+        "postgresql",
         "flow",
         "dependency",
     )

@@ -6,12 +6,14 @@ draft 2020-12 in the shape Windmill-style forms expect (``properties``, ``requir
 """
 
 from gristmill.common.introspection.bash import parse_bash
+from gristmill.common.introspection.go import parse_go
 from gristmill.common.introspection.python import parse_python
 from gristmill.common.introspection.signature import (
     JSON_SCHEMA_DIALECT,
     ScriptSignature,
     object_schema,
 )
+from gristmill.common.introspection.sql import parse_postgresql
 from gristmill.common.introspection.typescript import parse_typescript
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "ScriptSignature",
     "object_schema",
     "parse_bash",
+    "parse_go",
+    "parse_postgresql",
     "parse_python",
     "parse_typescript",
 ]

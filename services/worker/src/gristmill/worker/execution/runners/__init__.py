@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from gristmill.worker.execution.runners.base import Runner
 from gristmill.worker.execution.runners.bash import BashRunner
+from gristmill.worker.execution.runners.go import GoRunner
+from gristmill.worker.execution.runners.postgresql import PostgresqlRunner
 from gristmill.worker.execution.runners.python import PythonRunner
 from gristmill.worker.execution.runners.typescript import TypeScriptRunner
 
@@ -17,6 +19,8 @@ _RUNNERS: dict[str, Runner] = {
         TypeScriptRunner("bun"),
         TypeScriptRunner("deno"),
         TypeScriptRunner("nativets"),
+        GoRunner(),
+        PostgresqlRunner(),
     )
 }
 
