@@ -13,6 +13,10 @@ from gristmill.common.settings import load_settings
 __all__ = ["main"]
 
 SERVICES = ("gateway", "dispatcher", "worker", "scheduler", "triggers")
+_INSECURE_HELP = (
+    "run jobs without the sandbox, e.g. where bubblewrap cannot be installed "
+    "(GRISTMILL_INSECURE_NO_SANDBOX); development only"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run everything in one process (standalone)")
     up.add_argument("--port", type=int, help="HTTP port (GRISTMILL_HTTP_PORT)")
     up.add_argument("--workers", type=int, help="worker loops (GRISTMILL_WORKERS)")
+    up.add_argument("--insecure-no-sandbox", action="store_true", help=_INSECURE_HELP)
     commands.add_parser("migrate", help="apply database migrations and exit")
     secrets = commands.add_parser("secrets", help="manage the encryption of secrets")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
@@ -42,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
             service.add_argument(
                 "--burst", action="store_true", help="exit once no job is left to claim"
             )
+            service.add_argument("--insecure-no-sandbox", action="store_true", help=_INSECURE_HELP)
     broker = commands.add_parser("broker", help="run a local Kafka-protocol broker for development")
     broker.add_argument("--port", type=int, default=9092)
     return parser
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {
             "http_port": getattr(args, "port", None) if args.command != "broker" else None,
             "workers": getattr(args, "workers", None),
+            "insecure_no_sandbox": getattr(args, "insecure_no_sandbox", None) or None,
         }
         if args.command in SERVICES:
             overrides["bus"] = "kafka"

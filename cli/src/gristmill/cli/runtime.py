@@ -22,6 +22,7 @@ from gristmill.common.bus.base import Bus
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db import create_pool, migrate
 from gristmill.common.db.pool import connect
+from gristmill.common.flows.engine import on_child_finished
 from gristmill.common.keystore import SecretsRotation, load_master_keyring, rotate_secrets
 from gristmill.common.queue import Queue, QueueLimits
 from gristmill.common.settings import Settings
@@ -88,8 +89,12 @@ async def migrate_dsn(dsn: str) -> None:
 
 
 def make_queue(pool: asyncpg.Pool, settings: Settings) -> Queue:
+    """The queue every service uses: a flow step that ends, however it ends (completed
+    by a worker, recovered, timed out, canceled through the gateway), advances its flow
+    in the same transaction."""
     return Queue(
         pool,
+        on_child_finished=on_child_finished,
         notify=settings.wake_mode == "notify",
         limits=QueueLimits(max_args_bytes=settings.max_args_bytes),
         zombie_restart_limit=settings.zombie_restart_limit,

@@ -1,10 +1,11 @@
-"""Wiring of the worker: its settings, the wake-up listener, job tokens."""
+"""Wiring of the worker: its settings, its sandbox, the wake-up listener, job tokens."""
 
 from __future__ import annotations
 
 import asyncio
 
 import asyncpg
+import structlog
 
 from gristmill.cli.runtime import data_dir
 from gristmill.common.queue import Queue
@@ -12,20 +13,70 @@ from gristmill.common.settings import Settings
 from gristmill.common.wakeup import Wakeup
 from gristmill.worker.execution import ExecutorSettings
 from gristmill.worker.job_context import JobContext
+from gristmill.worker.sandbox import Limits, Sandbox, SandboxPolicy, SandboxUnavailable, detect
 from gristmill.worker.service import Worker, WorkerSettings
 
-__all__ = ["run_worker", "worker_settings"]
+__all__ = ["job_sandbox", "run_worker", "sandbox_policy", "worker_settings"]
+
+_log = structlog.get_logger(__name__)
+_INSECURE = (
+    "INSECURE: jobs run WITHOUT a sandbox (--insecure-no-sandbox / "
+    "GRISTMILL_INSECURE_NO_SANDBOX): they can read this worker's files, environment and "
+    "database credentials. Never do this outside development."
+)
 
 
-def _executor_settings(settings: Settings) -> ExecutorSettings:
+def _executor_settings(settings: Settings, sandbox: Sandbox | None) -> ExecutorSettings:
     if settings.python_bin:
         return ExecutorSettings(
-            python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes
+            python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes, sandbox=sandbox
         )
-    return ExecutorSettings(log_max_bytes=settings.max_log_bytes)
+    return ExecutorSettings(log_max_bytes=settings.max_log_bytes, sandbox=sandbox)
 
 
-def worker_settings(settings: Settings) -> WorkerSettings:
+def sandbox_policy(settings: Settings) -> SandboxPolicy:
+    """The sandbox asked for by ``GRISTMILL_JOB_*`` (0 leaves a resource unlimited)."""
+    return SandboxPolicy(
+        network=settings.job_network,
+        limits=Limits(
+            memory_mb=settings.job_memory_mb or None,
+            address_space_mb=settings.job_address_space_mb or None,
+            cpu_s=settings.job_cpu_s or None,
+            processes=settings.job_max_processes or None,
+            open_files=settings.job_max_open_files or None,
+            file_size_mb=settings.job_max_file_mb or None,
+            tmp_mb=settings.job_tmp_mb,
+        ),
+        job_uid_base=settings.job_uid_base or None,
+        cgroups=tuple(part.strip() for part in settings.job_cgroups.split(",") if part.strip()),
+    )
+
+
+async def job_sandbox(settings: Settings) -> Sandbox | None:
+    """The sandbox this worker's jobs run in; ``None`` only when explicitly insecure.
+
+    Exits (``SystemExit``, with what to do) when jobs cannot be sandboxed here.
+    """
+    if settings.insecure_no_sandbox:
+        _log.warning(_INSECURE)
+        return None
+    try:
+        policy = sandbox_policy(settings)
+        sandbox = await asyncio.to_thread(detect, policy)
+    except (SandboxUnavailable, ValueError) as exc:
+        raise SystemExit(
+            f"gristmill: jobs cannot be sandboxed on this machine: {exc}\n"
+            "To run them unsandboxed anyway (development only: they can then read this "
+            "worker's files and environment), pass --insecure-no-sandbox or set "
+            "GRISTMILL_INSECURE_NO_SANDBOX=1."
+        ) from exc
+    for note in sandbox.notes:
+        _log.warning("sandbox: not enforced on this host", detail=note)
+    _log.info("jobs run sandboxed", sandbox=sandbox.describe())
+    return sandbox
+
+
+def worker_settings(settings: Settings, *, sandbox: Sandbox | None = None) -> WorkerSettings:
     return WorkerSettings(
         tags=tuple(settings.worker_tags),
         group=settings.worker_group,
@@ -34,7 +85,7 @@ def worker_settings(settings: Settings) -> WorkerSettings:
         default_timeout_s=settings.job_timeout_s,
         jobs_dir=data_dir(settings) / "jobs",
         base_url=settings.base_url or f"http://{settings.http_host}:{settings.http_port}",
-        executor=_executor_settings(settings),
+        executor=_executor_settings(settings, sandbox),
     )
 
 
@@ -47,6 +98,7 @@ async def run_worker(
     *,
     burst: bool = False,
 ) -> None:
+    sandbox = await job_sandbox(settings)
     async with Wakeup(
         dsn,
         settings.worker_tags,
@@ -54,5 +106,9 @@ async def run_worker(
         poll_interval_s=settings.poll_interval_s,
     ) as wakeup:
         job_env = JobContext(pool, default_timeout_s=settings.job_timeout_s)
-        worker = Worker(pool, queue, wakeup, worker_settings(settings), job_env=job_env)
+        worker = Worker(
+            pool, queue, wakeup, worker_settings(settings, sandbox=sandbox), job_env=job_env
+        )
+        if sandbox is None:
+            _log.warning(_INSECURE, worker_id=worker.id)
         await worker.run(stop, burst=burst)

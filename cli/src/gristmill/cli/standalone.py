@@ -16,7 +16,6 @@ from gristmill.cli.serve_worker import run_worker
 from gristmill.common.bus.inprocess import InProcessBus
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db import create_pool
-from gristmill.common.flows.engine import on_child_finished
 from gristmill.common.keystore import load_master_keyring
 from gristmill.common.settings import Settings
 from gristmill.common.tokens import ensure_bootstrap
@@ -40,7 +39,7 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 token_file.write_text(token + "\n")
                 token_file.chmod(0o600)
             # Every ending of a flow step (worker, recovery, cancel) advances its flow.
-            queue = make_queue(pool, settings).with_child_hook(on_child_finished)
+            queue = make_queue(pool, settings)
             bus = InProcessBus()
             dispatcher = make_dispatcher(pool, queue, settings)
             url = f"http://{settings.http_host}:{settings.http_port}"

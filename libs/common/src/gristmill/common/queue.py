@@ -11,13 +11,20 @@ was recovered meanwhile. ``fail`` with a retry policy puts the row back with a l
 ``scheduled_for``. ``recover_zombies`` requeues (or fails) jobs whose worker stopped
 pinging; ``enforce_timeouts`` fails jobs past their deadline; ``purge`` keeps history
 bounded.
+
+Jobs with a parent (flow steps): whenever one ends, ``on_child_finished`` (given by
+the composition root) runs in the transaction that ended it, so whatever the parent
+does next commits with the child's completion or not at all. The queue knows nothing
+of flows; it only offers *parked* jobs (``park_claimed``, ``enqueue_parked``,
+``unpark_at``, ``repark``, ``finish_parked``): running jobs that no worker holds (no
+heartbeat, never zombies), ended by whoever drives them.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -33,9 +40,12 @@ from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 __all__ = [
+    "PARKED",
     "CancelOutcome",
+    "ChildHook",
     "ClaimedJob",
     "FailOutcome",
+    "FinishedJob",
     "NewJob",
     "Queue",
     "QueueLimits",
@@ -48,6 +58,8 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _json = msgspec.json.Encoder()
 #: Channel on which enqueues announce the tags that got new jobs.
 WAKE_CHANNEL = "gristmill_jobs"
+#: The ``worker`` of a parked job: running, held by no worker, never a zombie.
+PARKED = "@parked"
 
 
 class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,6 +128,23 @@ class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
     retry: RetryPolicy | None = None
     concurrency_key: str | None = None
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class FinishedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job with a parent that just ended (what the child-finished hook is told)."""
+
+    id: uuid.UUID
+    workspace: str
+    parent_job: uuid.UUID
+    flow_step: str | None
+    status: JobStatus
+    result: Any = None
+    #: ``JobError`` as JSON when the job did not succeed.
+    error: dict[str, Any] | None = None
+
+
+#: Called in the transaction that ended a job with a parent: ``(queue, conn, job)``.
+ChildHook = Callable[["Queue", Conn, FinishedJob], Awaitable[None]]
 
 
 class FailOutcome(StrEnum):
@@ -218,11 +247,45 @@ class Queue:
         notify: bool = True,
         limits: QueueLimits | None = None,
         zombie_restart_limit: int = 3,
+        on_child_finished: ChildHook | None = None,
     ) -> None:
         self._pool = pool
         self._notify = notify
         self._limits = limits or QueueLimits()
         self._zombie_restart_limit = zombie_restart_limit
+        self._on_child_finished = on_child_finished
+
+    def with_child_hook(self, hook: ChildHook) -> Queue:
+        """This queue (same pool and settings) calling ``hook`` when a child job ends."""
+        return Queue(
+            self._pool,
+            notify=self._notify,
+            limits=self._limits,
+            zombie_restart_limit=self._zombie_restart_limit,
+            on_child_finished=hook,
+        )
+
+    async def _child_finished(
+        self,
+        conn: Conn,
+        row: asyncpg.Record | None,
+        status: JobStatus,
+        result: Any,
+        error: JobError | dict[str, Any] | None,
+    ) -> None:
+        """Run the hook for a job a finishing statement just ended (if it has a parent)."""
+        if row is None or row["parent_job"] is None or self._on_child_finished is None:
+            return
+        finished = FinishedJob(
+            id=row["id"],
+            workspace=row["workspace_id"],
+            parent_job=row["parent_job"],
+            flow_step=row["flow_step"],
+            status=status,
+            result=result,
+            error=_error_json(error) if isinstance(error, JobError) else error,
+        )
+        await self._on_child_finished(self, conn, finished)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -395,8 +458,7 @@ class Queue:
         duration_ms: int | None = None,
         memory_peak_kb: int | None = None,
     ) -> bool:
-        row = await self._pool.fetchrow(
-            _Q["finish"],
+        args = (
             job.id,
             job.worker,
             job.attempt,
@@ -407,6 +469,13 @@ class Queue:
             duration_ms,
             memory_peak_kb,
         )
+        if job.parent_job is None or self._on_child_finished is None:
+            row = await self._pool.fetchrow(_Q["finish"], *args)
+        else:
+            # A flow step: its parent advances in the same transaction.
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_Q["finish_child"], *args)
+                await self._child_finished(conn, row, status, result, error)
         if row is None:
             _log.warning("lease lost; completion ignored", job_id=str(job.id), worker=job.worker)
             return False
@@ -432,15 +501,18 @@ class Queue:
                 if done is not None:
                     return CancelOutcome.ALREADY_COMPLETED
                 raise NotFound(f"job {job_id} not found", location="id")
-            if row["running"]:
+            if row["running"] and row["worker"] != PARKED:
                 await conn.execute(_Q["request_cancel"], job_id, by, reason)
+                await self.cancel_descendants(conn, job_id, by=by, reason=reason)
                 return CancelOutcome.REQUESTED
             error = JobError(
                 name="Canceled",
                 message=f"canceled by {by}" + (f": {reason}" if reason else ""),
                 exit_reason=ExitReason.CANCELED,
             )
-            await conn.fetchrow(
+            # Queued, or parked (a flow waiting for its steps): ends now, and so does
+            # everything it started.
+            done = await conn.fetchrow(
                 _Q["finish_forced"],
                 job_id,
                 row["attempt"],
@@ -449,7 +521,99 @@ class Queue:
                 str(ExitReason.CANCELED),
                 by,
             )
+            await self.cancel_descendants(conn, job_id, by=by, reason=reason)
+            await self._child_finished(conn, done, JobStatus.CANCELED, None, error)
             return CancelOutcome.CANCELED
+
+    async def cancel_descendants(
+        self, conn: Conn, job_id: uuid.UUID, *, by: str, reason: str | None = None
+    ) -> int:
+        """Cancel every job still queued, running or parked below ``job_id``.
+
+        Queued and parked ones end at once (as canceled, without running the hook:
+        their parents are canceled too); running ones are asked to stop. Returns a count.
+        """
+        rows = await conn.fetch(_Q["lock_descendants"], job_id)
+        error = JobError(
+            name="Canceled",
+            message=f"canceled by {by}" + (f": {reason}" if reason else ""),
+            exit_reason=ExitReason.CANCELED,
+        )
+        for row in rows:
+            if row["running"] and row["worker"] != PARKED:
+                await conn.execute(_Q["request_cancel"], row["id"], by, reason)
+            else:
+                await conn.fetchrow(
+                    _Q["finish_forced"],
+                    row["id"],
+                    row["attempt"],
+                    str(JobStatus.CANCELED),
+                    _error_json(error),
+                    str(ExitReason.CANCELED),
+                    by,
+                )
+        return len(rows)
+
+    # -- parked jobs ----------------------------------------------------------------------
+
+    async def park_claimed(self, conn: Conn, job: ClaimedJob) -> bool:
+        """Turn a claim into a parked job; False if the lease was lost meanwhile."""
+        parked = await conn.fetchval(_Q["park"], job.id, job.worker, job.attempt, PARKED)
+        return parked is not None
+
+    async def enqueue_parked(self, conn: Conn, jobs: Sequence[NewJob]) -> list[uuid.UUID]:
+        """Insert jobs that start parked (no worker ever claims them)."""
+        ids = await self.enqueue(jobs, conn=conn)
+        if ids:
+            await conn.execute(_Q["park_new"], ids, PARKED)
+        return ids
+
+    async def unpark_at(self, conn: Conn, job_id: uuid.UUID, delay_s: float) -> bool:
+        """Make a parked job claimable in ``delay_s`` seconds (a timer)."""
+        found = await conn.fetchval(_Q["unpark_at"], job_id, PARKED, max(delay_s, 0.0))
+        return found is not None
+
+    async def repark(self, conn: Conn, job_id: uuid.UUID) -> bool:
+        """Park a job waiting for its timer (or just claimed for it); False if it ended."""
+        found = await conn.fetchval(_Q["repark"], job_id, PARKED)
+        return found is not None
+
+    async def finish_parked(
+        self,
+        conn: Conn,
+        job_id: uuid.UUID,
+        status: JobStatus,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        reason: ExitReason = ExitReason.OK,
+        duration_ms: int | None = None,
+        canceled_by: str | None = None,
+    ) -> FinishedJob | None:
+        """End a parked job. Returns what ended if it has a parent (the caller tells it;
+        the hook is not run), else ``None`` (also when the job was not parked)."""
+        row = await conn.fetchrow(
+            _Q["finish_parked"],
+            job_id,
+            PARKED,
+            str(status),
+            result,
+            error,
+            str(reason),
+            duration_ms,
+            canceled_by,
+        )
+        if row is None or row["parent_job"] is None:
+            return None
+        return FinishedJob(
+            id=row["id"],
+            workspace=row["workspace_id"],
+            parent_job=row["parent_job"],
+            flow_step=row["flow_step"],
+            status=status,
+            result=result,
+            error=error,
+        )
 
     # -- maintenance (dispatcher) -------------------------------------------------------
 
@@ -457,7 +621,7 @@ class Queue:
         """Requeue or fail running jobs whose worker stopped pinging. Returns a count."""
         recovered = 0
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_Q["find_zombies"], heartbeat_timeout_s, limit)
+            rows = await conn.fetch(_Q["find_zombies"], heartbeat_timeout_s, limit, PARKED)
             for row in rows:
                 job_id = row["id"]
                 if row["cancel_requested"]:
@@ -489,7 +653,7 @@ class Queue:
                         exit_reason=ExitReason.LOST,
                     )
                     status, reason = JobStatus.FAILURE, ExitReason.LOST
-                await conn.fetchrow(
+                done = await conn.fetchrow(
                     _Q["finish_forced"],
                     job_id,
                     row["attempt"],
@@ -498,6 +662,7 @@ class Queue:
                     str(reason),
                     None,
                 )
+                await self._child_finished(conn, done, status, None, error)
                 recovered += 1
         return recovered
 
@@ -511,7 +676,7 @@ class Queue:
                     message=f"job exceeded its timeout of {row['timeout_s']:g}s",
                     exit_reason=ExitReason.TIMEOUT,
                 )
-                await conn.fetchrow(
+                done = await conn.fetchrow(
                     _Q["finish_forced"],
                     row["id"],
                     row["attempt"],
@@ -520,6 +685,7 @@ class Queue:
                     str(ExitReason.TIMEOUT),
                     None,
                 )
+                await self._child_finished(conn, done, JobStatus.FAILURE, None, error)
             return len(rows)
 
     async def purge(self, retention_s: float, *, batch: int = 1000) -> int:

@@ -23,6 +23,7 @@ from gristmill.common.contracts.runs import (
 )
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
+from gristmill.common.flows.jobs import flow_job
 from gristmill.common.queue import NewJob, QueueLimits, validate_tag
 from gristmill.common.scripts import SUPPORTED_LANGUAGES, Script
 
@@ -178,5 +179,6 @@ async def resolve(conn: Conn, request: RunRequest) -> NewJob:
             **common,  # type: ignore[arg-type]  # keys match NewJob's fields
         )
     if isinstance(runnable, FlowPath | FlowPreview):
-        raise InvalidRequest("flows cannot run yet", location="runnable")
+        # A flow job: the saved or previewed OpenFlow value (gristmill.common.flows.jobs).
+        return await flow_job(conn, request, common)
     raise InvalidRequest("unknown runnable", location="runnable")

@@ -98,7 +98,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_max_file_mb: int = 1024
     #: Size of a job's private ``/tmp`` (and ``/dev/shm``), held in memory.
     job_tmp_mb: int = 512
-    #: Jobs of a root worker run as host uid ``job_uid_base + n`` (0: as the worker).
+    #: cgroup v1 controllers giving each job a group where writable: ``memory`` (limit,
+    #: peak, OOM detection) and/or ``pids``, comma-separated; empty: none.
+    job_cgroups: str = "memory"
+    #: Jobs of a root worker each run as their own host uid, from this base up to a
+    #: million above it (0: jobs run as the worker's uid).
     job_uid_base: int = 2_000_000_000
     log_format: str = "auto"
     log_level: str = "info"

@@ -21,7 +21,13 @@ import structlog
 
 from gristmill.common.bus.base import Bus, Message
 from gristmill.common.contracts.jobs import JobError
-from gristmill.common.contracts.runs import RawCode, RunRequest, decode_run_request
+from gristmill.common.contracts.runs import (
+    FlowPath,
+    FlowPreview,
+    RawCode,
+    RunRequest,
+    decode_run_request,
+)
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import GristmillError
@@ -101,6 +107,14 @@ class Dispatcher:
         runnable = request.runnable
         path = getattr(runnable, "path", None)
         language = runnable.language if isinstance(runnable, RawCode) else None
+        if isinstance(runnable, RawCode):
+            kind = "preview"
+        elif isinstance(runnable, FlowPath):
+            kind, language = "flow", "flow"
+        elif isinstance(runnable, FlowPreview):
+            kind, language = "flowpreview", "flow"
+        else:
+            kind = "script"
         args: dict[str, Any] = request.args
         if exc.code == "payload_too_large" or b"\\u0000" in msgspec.json.encode(args):
             # Not storable (too big, or a NUL Postgres text cannot hold): keep the error only.
@@ -110,7 +124,7 @@ class Dispatcher:
             conn,
             job_id=request.job_id,
             workspace=request.workspace,
-            kind="preview" if isinstance(runnable, RawCode) else "script",
+            kind=kind,
             runnable_path=path,
             args=args,
             tag=request.tag or language or "unknown",

@@ -17,7 +17,13 @@ from gristmill.common.tokens import TokenInfo, lookup_token
 __all__ = ["PUBLIC_PATHS", "TokenAuthMiddleware", "check_workspace"]
 
 #: Paths (regexes) that answer without a token.
-PUBLIC_PATHS = ["^/api/version$", "^/api/openapi", "^/api/health$"]
+PUBLIC_PATHS = [
+    "^/api/version$",
+    "^/api/openapi",
+    "^/api/health$",
+    # Approval links: the per-step signature in the URL is the credential.
+    "^/api/w/[^/]+/jobs_u/(resume|cancel|get_flow)/",
+]
 #: Other gateway processes may accept a deleted token for at most this long.
 _CACHE_TTL_S = 2.0
 _cache: dict[str, tuple[float, TokenInfo | None]] = {}

@@ -20,6 +20,7 @@ import msgspec
 
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound
+from gristmill.common.flows.view import flow_status_json
 
 __all__ = [
     "CompletedJob",
@@ -309,7 +310,11 @@ async def fetch_job(
     row = await pool.fetchrow(_Q["job_get"], job_id, workspace, with_logs)
     if row is None:
         raise job_not_found(job_id, workspace)
-    return job_from_row(row)
+    job = job_from_row(row)
+    if job.job_kind in FLOW_KINDS:
+        status = await flow_status_json(pool, workspace, job_id)
+        job = msgspec.structs.replace(job, flow_status=status)
+    return job
 
 
 async def list_jobs(
@@ -346,6 +351,7 @@ async def read_update(
         new_logs=row["new_logs"],
         log_offset=row["log_end"],
         mem_peak=row["mem_peak"],
+        flow_status=await _flow_status(pool, workspace, job_id, row["kind"]),
     )
     return update, LogPosition(offset=row["log_end"], last_seq=row["last_seq"])
 
@@ -371,5 +377,18 @@ async def read_update_after(
         new_logs=new_logs,
         log_offset=offset,
         mem_peak=row["mem_peak"],
+        flow_status=await _flow_status(pool, workspace, job_id, row["kind"]),
     )
     return update, LogPosition(offset=offset, last_seq=last_seq)
+
+
+#: Job kinds whose views carry a ``flow_status``.
+FLOW_KINDS = frozenset({"flow", "flowpreview"})
+
+
+async def _flow_status(
+    pool: asyncpg.Pool, workspace: str, job_id: uuid.UUID, kind: str
+) -> dict[str, Any] | None:
+    if kind not in FLOW_KINDS:
+        return None
+    return await flow_status_json(pool, workspace, job_id)

@@ -24,6 +24,7 @@ import msgspec
 import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import NotFound
 from gristmill.common.queue import ClaimedJob, Queue
 from gristmill.common.scripts import runnable_by_path
@@ -35,11 +36,13 @@ from gristmill.worker.execution import (
     ExecutorSettings,
     execute,
 )
+from gristmill.worker.flow_steps import is_flow_job, run_flow_job
 from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["Worker", "WorkerSettings"]
 
 _log = structlog.get_logger(__name__)
+_WORKERS_Q = load_queries("workers.sql")
 #: What a database outage looks like from asyncpg: refused or dropped connections,
 #: server shutdown, and a connection left mid-operation by a drop.
 _DB_ERRORS = (
@@ -156,16 +159,14 @@ class Worker:
 
     async def _register(self) -> None:
         await self._pool.execute(
-            """
-            INSERT INTO workers (id, worker_group, tags, hostname, version)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (id) DO UPDATE SET last_ping = now()
-            """,
+            _WORKERS_Q["register"],
             self.id,
             self._settings.group,
             list(self._settings.tags),
             socket.gethostname(),
             "0.1.0",
+            self._settings.executor.sandbox_mode,
+            _rss_kb(),
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -191,23 +192,23 @@ class Worker:
             state.cancel.set()
         current = next(iter(running), None)
         await self._pool.execute(
-            """
-            INSERT INTO workers (id, worker_group, tags, hostname, current_job, jobs_done)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (id) DO UPDATE
-            SET last_ping = now(), current_job = $5, jobs_done = $6
-            """,
+            _WORKERS_Q["heartbeat"],
             self.id,
             self._settings.group,
             list(self._settings.tags),
             socket.gethostname(),
             current,
             self.jobs_done,
+            _rss_kb(),
         )
 
     # -- one job -----------------------------------------------------------------------
 
     async def _run_job(self, job: ClaimedJob) -> None:
+        if is_flow_job(job):
+            # Flows are advanced, not executed (flow_steps.py): one short transaction.
+            await self._run_flow(job)
+            return
         state = _Running(job)
         self._running[job.id] = state
         log = _log.bind(
@@ -255,7 +256,10 @@ class Worker:
             elif outcome.success:
                 await _retrying(
                     lambda: self._queue.complete(
-                        job, outcome.result, duration_ms=outcome.duration_ms
+                        job,
+                        outcome.result,
+                        duration_ms=outcome.duration_ms,
+                        memory_peak_kb=_kb(outcome.memory_peak_bytes),
                     )
                 )
             else:
@@ -263,7 +267,11 @@ class Worker:
                 retryable = prepared.error is None or prepared.retryable
                 await _retrying(
                     lambda: self._queue.fail(
-                        job, error, retryable=retryable, duration_ms=outcome.duration_ms
+                        job,
+                        error,
+                        retryable=retryable,
+                        duration_ms=outcome.duration_ms,
+                        memory_peak_kb=_kb(outcome.memory_peak_bytes),
                     )
                 )
             self.jobs_done += 1
@@ -323,6 +331,15 @@ class Worker:
         except NotFound:
             return None
         return script.content
+
+    async def _run_flow(self, job: ClaimedJob) -> None:
+        try:
+            await _retrying(lambda: run_flow_job(self._queue, job))
+            self.jobs_done += 1
+        except Exception:  # a bug here must not kill the loop; the flow is recovered later
+            _log.exception("flow job crashed in the worker", job_id=str(job.id))
+        finally:
+            self._wakeup.poke()
 
     async def _environment(self, job: ClaimedJob) -> dict[str, str]:
         env = {
@@ -396,3 +413,21 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
 
 def tags_of(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
+
+
+def _rss_kb() -> int | None:
+    """The worker process's resident memory (``VmRSS``) in KiB; ``None`` where unknown."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
+def _kb(value: int | None) -> int | None:
+    """Bytes to KiB (rounded up), keeping ``None``."""
+    return None if value is None else -(-value // 1024)

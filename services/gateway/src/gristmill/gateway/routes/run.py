@@ -1,34 +1,107 @@
-"""Starting jobs: ``/jobs/run/...`` (Windmill's paths)."""
+"""Starting jobs: ``/jobs/run/...`` and ``/jobs/run_wait_result/...`` (Windmill's paths).
+
+Running a saved script (by path or by hash) is checked here before anything is
+published: an unknown script is a 404, arguments that do not fit the script's input
+schema are a 400 naming the argument. The request then names the exact version that
+was checked (its hash), with the schema's defaults filled in, so the job runs what
+its arguments were validated against.
+
+``run_wait_result`` runs and waits for the outcome: the result as JSON (200), or the
+job's error ``{"error": {"name", "message", "stack", ...}}`` with 422 when it failed
+(Windmill's status). If the job has not finished after ``wait_timeout_s`` (at most
+:data:`WAIT_RESULT_TIMEOUT_S`), the answer is a 504 whose body names the job, which
+keeps running. Every run-and-wait answer carries the job id in ``X-Gristmill-Job-Id``.
+Waiting polls the job's completion, every 2 ms at first, backing off gently to 50 ms.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Final
 
+import asyncpg
 import msgspec
 import structlog
-from litestar import Request, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import Parameter
 
+from gristmill.common import scripts
 from gristmill.common.contracts.runs import (
     RawCode,
+    Runnable,
     RunRequest,
+    ScriptHash,
     Trigger,
     TriggerKind,
     encode_run_request,
 )
 from gristmill.common.contracts.topics import Topic
-from gristmill.common.runs import idempotent_job_id, validate_request
+from gristmill.common.db.queries import load_queries
+from gristmill.common.errors import InvalidRequest
+from gristmill.common.runs import idempotent_job_id, script_job_args, validate_request
 from gristmill.common.tokens import TokenInfo
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
 
-__all__ = ["ROUTES", "run_preview", "submit"]
+__all__ = [
+    "JOB_ID_HEADER",
+    "ROUTES",
+    "WAIT_RESULT_TIMEOUT_S",
+    "PreviewBody",
+    "run_preview",
+    "submit",
+]
 
 _log = structlog.get_logger(__name__)
 _AuthRequest = Request[TokenInfo, str, Any]
+_Q = load_queries("scripts.sql")
+_json = msgspec.json.Encoder()
+_decode_json = msgspec.json.Decoder()
+
+#: Longest (and default) wait of ``run_wait_result``, in seconds (Windmill's default).
+WAIT_RESULT_TIMEOUT_S: Final = 600.0
+#: Header naming the job a run-and-wait answer is about.
+JOB_ID_HEADER: Final = "X-Gristmill-Job-Id"
+_POLL_FIRST_S: Final = 0.002
+_POLL_MAX_S: Final = 0.05
+#: Growth of the wait between polls of a run-and-wait. Gentle, so that a job ending
+#: after 30 ms is seen within a few ms, not after a doubled 32 ms gap.
+_POLL_GROWTH: Final = 1.25
+#: Status of a run-and-wait answer for a job that failed (Windmill answers 422).
+_FAILED_STATUS: Final = 422
+
+_JobIdParam = Annotated[
+    uuid.UUID | None,
+    Parameter(description="the job id to use (a job with this id already existing is reused)"),
+]
+_ScheduledFor = Annotated[
+    datetime | None, Parameter(description="run no earlier than this instant")
+]
+_ScheduledIn = Annotated[
+    int | None, Parameter(description="run no earlier than this many seconds from now")
+]
+_ParentJob = Annotated[uuid.UUID | None, Parameter(description="the job that asked for this one")]
+_Tag = Annotated[str | None, Parameter(description="worker tag overriding the script's")]
+_IdempotencyKey = Annotated[
+    str | None,
+    Parameter(description="requests with the same key in a workspace make one job"),
+]
+_InvisibleToOwner = Annotated[
+    bool | None, Parameter(description="accepted for compatibility; ignored")
+]
+_WaitTimeout = Annotated[
+    float | None,
+    Parameter(
+        gt=0,
+        le=WAIT_RESULT_TIMEOUT_S,
+        description=f"seconds to wait for the job (default and most: {WAIT_RESULT_TIMEOUT_S:g})",
+    ),
+]
 
 
 def _ctx(state: State) -> GatewayContext:
@@ -37,6 +110,8 @@ def _ctx(state: State) -> GatewayContext:
 
 
 class PreviewBody(msgspec.Struct, kw_only=True):
+    """Code to run as it is, with its arguments."""
+
     content: str
     language: str
     args: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -45,10 +120,30 @@ class PreviewBody(msgspec.Struct, kw_only=True):
     lock: str | None = None
 
 
-def _scheduled(scheduled_in_secs: int | None) -> datetime | None:
-    if scheduled_in_secs is None:
+class _Options(msgspec.Struct, frozen=True, kw_only=True):
+    """What the query string says about a run (Windmill's ``RunJobQuery``)."""
+
+    job_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
+    scheduled_in_secs: int | None = None
+    parent_job: uuid.UUID | None = None
+    tag: str | None = None
+    idempotency_key: str | None = None
+
+    def job_id_for(self, workspace: str) -> uuid.UUID:
+        if self.job_id is not None:
+            return self.job_id
+        if self.idempotency_key:
+            return idempotent_job_id(workspace, self.idempotency_key)
+        return uuid.uuid4()
+
+    def when(self) -> datetime | None:
+        if self.scheduled_for is not None:
+            when = self.scheduled_for
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        if self.scheduled_in_secs is not None:
+            return datetime.now(UTC) + timedelta(seconds=self.scheduled_in_secs)
         return None
-    return datetime.now(UTC) + timedelta(seconds=scheduled_in_secs)
 
 
 async def submit(context: GatewayContext, request: RunRequest) -> None:
@@ -65,46 +160,410 @@ async def _await_visible(context: GatewayContext, job_id: uuid.UUID, limit_s: fl
     """Wait until a dispatcher inserted the job (it is durable on the bus already)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
-    delay = 0.002
+    delay = _POLL_FIRST_S
     while loop.time() < deadline:
         if await context.pool.fetchval("SELECT 1 FROM jobs WHERE id = $1", job_id):
             return
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, _POLL_MAX_S)
     _log.warning("job accepted but not yet dispatched", job_id=str(job_id), waited_s=limit_s)
 
 
-@post("/api/w/{workspace:str}/jobs/run/preview", status_code=201, media_type="text/plain")
+def _request(
+    workspace: str,
+    user: TokenInfo,
+    runnable: Runnable,
+    args: dict[str, Any],
+    options: _Options,
+    *,
+    source: str,
+    tag: str | None = None,
+) -> RunRequest:
+    return RunRequest(
+        job_id=options.job_id_for(workspace),
+        workspace=workspace,
+        runnable=runnable,
+        requested_by=user.user_id,
+        trigger=Trigger(kind=TriggerKind.API, source=source),
+        args=args,
+        tag=options.tag or tag,
+        idempotency_key=options.idempotency_key or None,
+        scheduled_for=options.when(),
+        parent_job=options.parent_job,
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def _submit_script(
+    context: GatewayContext,
+    workspace: str,
+    user: TokenInfo,
+    *,
+    path: str | None = None,
+    hash_: str | None = None,
+    args: dict[str, Any] | None,
+    options: _Options,
+    source: str,
+) -> uuid.UUID:
+    """Check the script and the arguments, then publish a run of that exact version."""
+    check_workspace(user, workspace)
+    async with context.pool.acquire() as conn:
+        if path is not None:
+            script = await scripts.runnable_by_path(conn, workspace, path)
+        else:
+            script = await scripts.runnable_by_hash(conn, workspace, hash_ or "")
+    checked = script_job_args(script, args or {})
+    run = _request(workspace, user, ScriptHash(hash=script.hash), checked, options, source=source)
+    await submit(context, run)
+    return run.job_id
+
+
+# -- the outcome of a run-and-wait -----------------------------------------------------------
+
+
+async def _wait_outcome(
+    context: GatewayContext, workspace: str, job_id: uuid.UUID, limit_s: float
+) -> asyncpg.Record | None:
+    """The job's completion row, or ``None`` if it did not finish within ``limit_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    delay = _POLL_FIRST_S
+    while True:
+        row = await context.pool.fetchrow(_Q["job_outcome"], job_id, workspace)
+        if row is not None:
+            return row
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * _POLL_GROWTH, _POLL_MAX_S)
+
+
+def _json_response(value: Any, status: int, job_id: uuid.UUID) -> Response[bytes]:
+    return Response(
+        _json.encode(value),
+        status_code=status,
+        media_type="application/json",
+        headers={JOB_ID_HEADER: str(job_id)},
+    )
+
+
+async def _run_and_wait(
+    context: GatewayContext,
+    workspace: str,
+    job_id: uuid.UUID,
+    wait_timeout_s: float | None,
+) -> Response[bytes]:
+    limit_s = WAIT_RESULT_TIMEOUT_S if wait_timeout_s is None else wait_timeout_s
+    row = await _wait_outcome(context, workspace, job_id, limit_s)
+    if row is None:
+        return _json_response(
+            {
+                "error": {
+                    "code": "wait_timeout",
+                    "message": (
+                        f"job {job_id} did not finish within {limit_s:g}s; it is still "
+                        f"running: read its outcome at /api/w/{workspace}/jobs_u/completed/"
+                        f"get_result_maybe/{job_id}"
+                    ),
+                    "data": {"job_id": str(job_id), "waited_s": limit_s},
+                }
+            },
+            504,
+            job_id,
+        )
+    if row["status"] == "success":
+        return _json_response(row["result"], 200, job_id)
+    error = dict(row["error"] or {"name": "Error", "message": f"the job ended as {row['status']}"})
+    error["job_id"] = str(job_id)
+    return _json_response({"error": error}, _FAILED_STATUS, job_id)
+
+
+def _payload_args(payload: str | None) -> dict[str, Any]:
+    """Arguments from ``?payload=``: base64 (standard or URL-safe) of a JSON object."""
+    if not payload:
+        return {}
+    text = payload.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
+    try:
+        decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        args = _decode_json.decode(decoded)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise InvalidRequest(
+            f"payload must be base64-encoded JSON: {exc}", location="payload"
+        ) from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(
+            f"payload must encode a JSON object of arguments, got {type(args).__name__}",
+            location="payload",
+        )
+    return args
+
+
+# -- preview -----------------------------------------------------------------------------------
+
+
+def _preview_request(
+    workspace: str, data: PreviewBody, user: TokenInfo, options: _Options, source: str
+) -> RunRequest:
+    runnable = RawCode(language=data.language, content=data.content, path=data.path, lock=data.lock)
+    return _request(workspace, user, runnable, data.args, options, source=source, tag=data.tag)
+
+
+@post(
+    "/api/w/{workspace:str}/jobs/run/preview",
+    status_code=201,
+    media_type="text/plain",
+    summary="Run code sent in the body",
+    tags=["job"],
+)
 async def run_preview(
     workspace: str,
     data: PreviewBody,
     request: _AuthRequest,
     state: State,
-    job_id: uuid.UUID | None = None,
-    scheduled_in_secs: int | None = None,
-    idempotency_key: str | None = None,
+    job_id: _JobIdParam = None,
+    scheduled_in_secs: _ScheduledIn = None,
+    idempotency_key: _IdempotencyKey = None,
 ) -> str:
-    """Run code sent in the body. Answers the job id."""
+    """Answers the job id."""
     check_workspace(request.user, workspace)
-    context = _ctx(state)
-    if idempotency_key and job_id is None:
-        job_id = idempotent_job_id(workspace, idempotency_key)
-    run = RunRequest(
-        job_id=job_id or uuid.uuid4(),
-        workspace=workspace,
-        runnable=RawCode(
-            language=data.language, content=data.content, path=data.path, lock=data.lock
-        ),
-        requested_by=request.user.user_id,
-        trigger=Trigger(kind=TriggerKind.API, source="jobs/run/preview"),
-        args=data.args,
-        tag=data.tag,
-        idempotency_key=idempotency_key,
-        scheduled_for=_scheduled(scheduled_in_secs),
-        requested_at=datetime.now(UTC),
+    options = _Options(
+        job_id=job_id, scheduled_in_secs=scheduled_in_secs, idempotency_key=idempotency_key
     )
-    await submit(context, run)
+    run = _preview_request(workspace, data, request.user, options, "jobs/run/preview")
+    await submit(_ctx(state), run)
     return str(run.job_id)
 
 
-ROUTES = [run_preview]
+@post(
+    "/api/w/{workspace:str}/jobs/run_wait_result/preview",
+    status_code=200,
+    summary="Run code sent in the body and wait for its result",
+    tags=["job"],
+)
+async def run_wait_result_preview(
+    workspace: str,
+    data: PreviewBody,
+    request: _AuthRequest,
+    state: State,
+    job_id: _JobIdParam = None,
+    idempotency_key: _IdempotencyKey = None,
+    wait_timeout_s: _WaitTimeout = None,
+) -> Response[bytes]:
+    check_workspace(request.user, workspace)
+    context = _ctx(state)
+    options = _Options(job_id=job_id, idempotency_key=idempotency_key)
+    run = _preview_request(workspace, data, request.user, options, "jobs/run_wait_result/preview")
+    await submit(context, run)
+    return await _run_and_wait(context, workspace, run.job_id, wait_timeout_s)
+
+
+# -- saved scripts: asynchronous ---------------------------------------------------------------
+
+
+@post(
+    "/api/w/{workspace:str}/jobs/run/p/{path:path}",
+    status_code=201,
+    media_type="text/plain",
+    summary="Run the latest version of a script",
+    tags=["job"],
+)
+async def run_by_path(
+    workspace: str,
+    path: str,
+    request: _AuthRequest,
+    state: State,
+    data: dict[str, Any] | None = None,
+    scheduled_for: _ScheduledFor = None,
+    scheduled_in_secs: _ScheduledIn = None,
+    parent_job: _ParentJob = None,
+    job_id: _JobIdParam = None,
+    tag: _Tag = None,
+    invisible_to_owner: _InvisibleToOwner = None,
+    idempotency_key: _IdempotencyKey = None,
+) -> str:
+    """The body is the arguments object. Answers the job id."""
+    options = _Options(
+        job_id=job_id,
+        scheduled_for=scheduled_for,
+        scheduled_in_secs=scheduled_in_secs,
+        parent_job=parent_job,
+        tag=tag,
+        idempotency_key=idempotency_key,
+    )
+    clean = scripts.validate_path(path)
+    job = await _submit_script(
+        _ctx(state),
+        workspace,
+        request.user,
+        path=clean,
+        args=data,
+        options=options,
+        source=f"jobs/run/p/{clean}",
+    )
+    return str(job)
+
+
+@post(
+    "/api/w/{workspace:str}/jobs/run/h/{hash:str}",
+    status_code=201,
+    media_type="text/plain",
+    summary="Run one version of a script",
+    tags=["job"],
+)
+async def run_by_hash(
+    workspace: str,
+    hash: str,
+    request: _AuthRequest,
+    state: State,
+    data: dict[str, Any] | None = None,
+    scheduled_for: _ScheduledFor = None,
+    scheduled_in_secs: _ScheduledIn = None,
+    parent_job: _ParentJob = None,
+    job_id: _JobIdParam = None,
+    tag: _Tag = None,
+    invisible_to_owner: _InvisibleToOwner = None,
+    idempotency_key: _IdempotencyKey = None,
+) -> str:
+    """The body is the arguments object. Archived versions run; deleted ones do not."""
+    options = _Options(
+        job_id=job_id,
+        scheduled_for=scheduled_for,
+        scheduled_in_secs=scheduled_in_secs,
+        parent_job=parent_job,
+        tag=tag,
+        idempotency_key=idempotency_key,
+    )
+    job = await _submit_script(
+        _ctx(state),
+        workspace,
+        request.user,
+        hash_=hash,
+        args=data,
+        options=options,
+        source=f"jobs/run/h/{hash}",
+    )
+    return str(job)
+
+
+# -- saved scripts: run and wait -----------------------------------------------------------------
+
+
+@post(
+    "/api/w/{workspace:str}/jobs/run_wait_result/p/{path:path}",
+    status_code=200,
+    summary="Run the latest version of a script and wait for its result",
+    tags=["job"],
+)
+async def run_wait_result_by_path(
+    workspace: str,
+    path: str,
+    request: _AuthRequest,
+    state: State,
+    data: dict[str, Any] | None = None,
+    parent_job: _ParentJob = None,
+    job_id: _JobIdParam = None,
+    tag: _Tag = None,
+    idempotency_key: _IdempotencyKey = None,
+    wait_timeout_s: _WaitTimeout = None,
+) -> Response[bytes]:
+    """The result (200); the job's error (422) if it failed; 504 naming the job if it
+    did not finish in time (it keeps running)."""
+    context = _ctx(state)
+    options = _Options(
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+    )
+    clean = scripts.validate_path(path)
+    job = await _submit_script(
+        context,
+        workspace,
+        request.user,
+        path=clean,
+        args=data,
+        options=options,
+        source=f"jobs/run_wait_result/p/{clean}",
+    )
+    return await _run_and_wait(context, workspace, job, wait_timeout_s)
+
+
+@get(
+    "/api/w/{workspace:str}/jobs/run_wait_result/p/{path:path}",
+    summary="Run the latest version of a script, arguments in the query, and wait",
+    tags=["job"],
+)
+async def run_wait_result_by_path_get(
+    workspace: str,
+    path: str,
+    request: _AuthRequest,
+    state: State,
+    payload: Annotated[
+        str | None,
+        Parameter(description="the arguments: a JSON object, base64-encoded"),
+    ] = None,
+    parent_job: _ParentJob = None,
+    job_id: _JobIdParam = None,
+    tag: _Tag = None,
+    idempotency_key: _IdempotencyKey = None,
+    wait_timeout_s: _WaitTimeout = None,
+) -> Response[bytes]:
+    """Like the POST, with ``?payload=`` holding the arguments."""
+    context = _ctx(state)
+    options = _Options(
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+    )
+    clean = scripts.validate_path(path)
+    job = await _submit_script(
+        context,
+        workspace,
+        request.user,
+        path=clean,
+        args=_payload_args(payload),
+        options=options,
+        source=f"jobs/run_wait_result/p/{clean}",
+    )
+    return await _run_and_wait(context, workspace, job, wait_timeout_s)
+
+
+@post(
+    "/api/w/{workspace:str}/jobs/run_wait_result/h/{hash:str}",
+    status_code=200,
+    summary="Run one version of a script and wait for its result",
+    tags=["job"],
+)
+async def run_wait_result_by_hash(
+    workspace: str,
+    hash: str,
+    request: _AuthRequest,
+    state: State,
+    data: dict[str, Any] | None = None,
+    parent_job: _ParentJob = None,
+    job_id: _JobIdParam = None,
+    tag: _Tag = None,
+    idempotency_key: _IdempotencyKey = None,
+    wait_timeout_s: _WaitTimeout = None,
+) -> Response[bytes]:
+    context = _ctx(state)
+    options = _Options(
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+    )
+    job = await _submit_script(
+        context,
+        workspace,
+        request.user,
+        hash_=hash,
+        args=data,
+        options=options,
+        source=f"jobs/run_wait_result/h/{hash}",
+    )
+    return await _run_and_wait(context, workspace, job, wait_timeout_s)
+
+
+ROUTES = [
+    run_preview,
+    run_wait_result_preview,
+    run_by_path,
+    run_by_hash,
+    run_wait_result_by_path,
+    run_wait_result_by_path_get,
+    run_wait_result_by_hash,
+]

@@ -88,6 +88,7 @@ async def _run(
         process.reap_when_exited()
         pump.abort()
         raise
+    usage = launched.usage  # the sandbox's accounting, complete once reaped
 
     def outcome(*, result: object = None, error: JobError | None = None) -> ExecutionOutcome:
         return ExecutionOutcome(
@@ -99,6 +100,7 @@ async def _run(
             exit_reason=ExitReason.OK if error is None else error.exit_reason,
             log_truncated=pump.truncated,
             log_bytes=pump.total_bytes,
+            memory_peak_bytes=usage.memory_peak_bytes,
         )
 
     signal_number = -returncode if returncode < 0 else None
@@ -109,7 +111,9 @@ async def _run(
         return outcome(error=failures.canceled(signal_number=signal_number))
     if signal_number is not None:
         return outcome(
-            error=failures.killed_by_signal(signal_number, output_tail=pump.output_tail())
+            error=failures.killed_by_signal(
+                signal_number, output_tail=pump.output_tail(), usage=usage
+            )
         )
     stdout_tail, stdout_tail_cut = pump.stdout_tail()
     finished = Finished(
@@ -121,7 +125,7 @@ async def _run(
     )
     # Reading and decoding a result can take a while (up to max_result_bytes).
     ran = await asyncio.to_thread(runner.collect, finished, settings)
-    return outcome(result=ran.result, error=ran.error)
+    return outcome(result=ran.result, error=failures.limits_hit(ran.error, usage))
 
 
 async def _wait(

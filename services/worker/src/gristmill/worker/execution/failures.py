@@ -5,13 +5,18 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterable
 
+import msgspec
+
 from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.worker.sandbox import ResourceUsage
 
 __all__ = [
     "canceled",
     "exited_with_code",
     "killed_by_signal",
     "launch_failed",
+    "limits_hit",
+    "out_of_memory",
     "timed_out",
     "unsupported_language",
 ]
@@ -35,9 +40,39 @@ def canceled(*, signal_number: int | None = None) -> JobError:
     )
 
 
-def killed_by_signal(signal_number: int, *, output_tail: str | None) -> JobError:
+def killed_by_signal(
+    signal_number: int, *, output_tail: str | None, usage: ResourceUsage | None = None
+) -> JobError:
+    """The job's process died of a signal; ``usage`` tells whether one of its limits
+    sent it (the OOM killer, the CPU or file size limit)."""
+    limits = usage.limits if usage is not None else None
+    if usage is not None and usage.sandbox_error is not None:
+        return JobError(
+            name="SandboxError",
+            message=f"the job's sandbox could not be set up: {usage.sandbox_error}",
+            stack=output_tail or None,
+        )
+    if usage is not None and usage.oom_kills:
+        return out_of_memory(usage, signal_number=signal_number, output_tail=output_tail)
+    if limits is not None and limits.cpu_s is not None and signal_number == signal.SIGXCPU:
+        return JobError(
+            name="CpuLimit",
+            message=f"job used its {_duration(limits.cpu_s)} of CPU time and was killed",
+            stack=output_tail or None,
+            exit_reason=ExitReason.TIMEOUT,
+            signal=signal_number,
+        )
+    if limits is not None and limits.file_size_mb is not None and signal_number == signal.SIGXFSZ:
+        return JobError(
+            name="FileSizeLimit",
+            message=f"job wrote a file larger than {limits.file_size_mb} MiB and was killed",
+            stack=output_tail or None,
+            exit_reason=ExitReason.SIGNAL,
+            signal=signal_number,
+        )
     message = f"process was killed by signal {signal_number} ({_signal_name(signal_number)})"
-    if signal_number == signal.SIGKILL:
+    measured = usage is not None and usage.memory_peak_bytes is not None  # no OOM kill seen
+    if signal_number == signal.SIGKILL and not measured:
         message += "; it may have run out of memory"
     return JobError(
         name="Signal",
@@ -46,6 +81,39 @@ def killed_by_signal(signal_number: int, *, output_tail: str | None) -> JobError
         exit_reason=ExitReason.SIGNAL,
         signal=signal_number,
     )
+
+
+def out_of_memory(
+    usage: ResourceUsage, *, signal_number: int | None, output_tail: str | None
+) -> JobError:
+    """The kernel's OOM killer ended the job (its memory cgroup was full)."""
+    limit = usage.limits.memory_mb if usage.limits is not None else None
+    return JobError(
+        name="OutOfMemory",
+        message=f"job ran out of memory (limit {limit} MiB) and was killed",
+        stack=output_tail or None,
+        exit_reason=ExitReason.OOM,
+        signal=signal_number,
+    )
+
+
+def limits_hit(error: JobError | None, usage: ResourceUsage) -> JobError | None:
+    """``error`` (a job's own failure) marked ``OOM`` when memory ran out: the job
+    raised ``MemoryError`` (its address space limit), or the OOM killer ended one of
+    its processes."""
+    if error is None or error.exit_reason is not ExitReason.ERROR:
+        return error
+    limits = usage.limits
+    if usage.oom_kills and limits is not None and limits.memory_mb is not None:
+        note = f"out of memory: limit {limits.memory_mb} MiB"
+    elif error.name == "MemoryError" and limits is not None and limits.address_space_mb:
+        note = f"out of memory: address space limit {limits.address_space_mb} MiB per process"
+    elif error.name == "MemoryError":
+        note = "out of memory"
+    else:
+        return error
+    message = f"{error.message} ({note})" if error.message else note
+    return msgspec.structs.replace(error, exit_reason=ExitReason.OOM, message=message)
 
 
 def exited_with_code(

@@ -2,9 +2,10 @@
 
 A runner describes *what* to run as a ``Command`` (argv relative to the job's workdir,
 plus the host paths it needs to read). ``build_argv`` turns that into the argv that is
-actually executed: this is where a sandbox wraps the command (``bwrap ... --``).
-The process always starts in a new session (so it and its children form one process
-group), with stdin on ``/dev/null`` and stdout/stderr on pipes the executor reads.
+actually executed: this is where the sandbox (``ExecutorSettings.sandbox``) wraps the
+command (``bwrap ... --``, see ``gristmill.worker.sandbox``). The process always starts
+in a new session (so it and its children form one process group), with stdin on
+``/dev/null`` and stdout/stderr on pipes the executor reads.
 """
 
 from __future__ import annotations
@@ -19,8 +20,19 @@ import msgspec
 from gristmill.worker.execution.job_process import JobProcess
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
+from gristmill.worker.sandbox import Limits, ResourceUsage
+from gristmill.worker.sandbox import process as sandbox_process
+from gristmill.worker.sandbox.job import JobSandbox
 
-__all__ = ["Command", "Launched", "OutputPipe", "build_argv", "build_env", "launch"]
+__all__ = [
+    "Command",
+    "Launched",
+    "OutputPipe",
+    "build_argv",
+    "build_env",
+    "job_limits",
+    "launch",
+]
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,23 +64,38 @@ class Launched(msgspec.Struct, frozen=True, kw_only=True):
     process: JobProcess
     outputs: tuple[OutputPipe, ...]
 
+    @property
+    def usage(self) -> ResourceUsage:
+        """What the sandboxed job used and hit; complete once ``process`` is reaped."""
+        if isinstance(self.process, sandbox_process.SandboxedProcess):
+            return self.process.usage
+        return ResourceUsage()
 
-def build_argv(command: Command, *, workdir: Path, settings: ExecutorSettings) -> list[str]:
+
+def build_argv(
+    command: Command,
+    *,
+    workdir: Path,
+    settings: ExecutorSettings,
+    sandbox: JobSandbox | None = None,
+) -> list[str]:
     """The argv the job's process is started with.
 
-    Every job process is started through here, so a sandbox needs only this function:
-    prefix ``command.argv`` with the sandbox's own argv (binding ``workdir`` read-write
-    and ``command.readonly_paths`` read-only, then ``--chdir`` into the workdir).
+    Every job process is started through here: ``command.argv`` wrapped by the job's
+    ``sandbox`` (which binds ``workdir`` read-write and ``command.readonly_paths``
+    read-only), after ``settings.launch_prefix``.
     """
-    del workdir  # used once the sandbox binds it
-    return [*settings.launch_prefix, *command.argv]
+    del workdir  # the sandbox has it already
+    argv = list(command.argv) if sandbox is None else sandbox.wrap(command.argv)
+    return [*settings.launch_prefix, *argv]
 
 
 def build_env(request: ExecutionRequest, settings: ExecutorSettings) -> dict[str, str]:
     """The job's entire environment: its own variables plus the basics it lacks."""
+    home = str(request.workdir) if settings.sandbox is None else settings.sandbox.policy.workdir
     env = {
         "PATH": settings.default_path,
-        "HOME": str(request.workdir),
+        "HOME": home,
         "LANG": "C.UTF-8",
     }
     env.update(request.env)
@@ -82,14 +109,24 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
     process cannot be started; no file descriptor is leaked either way.
     """
     program = command.argv[0]
-    if settings.launch_prefix and os.path.isabs(program) and not os.access(program, os.X_OK):
+    wrapped = bool(settings.launch_prefix) or settings.sandbox is not None
+    if wrapped and os.path.isabs(program) and not os.access(program, os.X_OK):
         # Behind a prefix, a missing program would surface only as the prefix's exit code.
         raise FileNotFoundError(errno.ENOENT, "no such executable", program)
-    argv = build_argv(command, workdir=request.workdir, settings=settings)
-    env = build_env(request, settings)
+    sandbox = None
+    if settings.sandbox is not None:
+        sandbox = JobSandbox(
+            settings.sandbox,
+            job_id=request.job_id,
+            workdir=request.workdir,
+            readonly_paths=command.readonly_paths,
+            limits=job_limits(request, settings),
+        )
     read_fds: list[tuple[int, str]] = []
     write_fds: list[int] = []
     try:
+        argv = build_argv(command, workdir=request.workdir, settings=settings, sandbox=sandbox)
+        env = build_env(request, settings)
         out_r, out_w = os.pipe()
         read_fds.append((out_r, "stdout" if command.separate_stderr else "merged"))
         write_fds.append(out_w)
@@ -103,18 +140,38 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            cwd=request.workdir,
+            # A job with its own uid may not reach the workdir's parents: bwrap binds
+            # it from a descriptor and changes into it.
+            cwd=request.workdir if sandbox is None else "/",
             env=env,
             start_new_session=True,
+            pass_fds=() if sandbox is None else sandbox.pass_fds,
         )
     except BaseException:
         for fd, _ in read_fds:
             os.close(fd)
+        if sandbox is not None:
+            sandbox.finish()
         raise
     finally:
         for fd in write_fds:
             os.close(fd)
+    if sandbox is not None:
+        sandbox.started()
     outputs = tuple(
         OutputPipe(fd=fd, stream=stream, inode=os.fstat(fd).st_ino) for fd, stream in read_fds
     )
-    return Launched(process=JobProcess(popen), outputs=outputs)
+    if sandbox is None:
+        return Launched(process=JobProcess(popen), outputs=outputs)
+    return Launched(process=sandbox_process.SandboxedProcess(popen, sandbox), outputs=outputs)
+
+
+def job_limits(request: ExecutionRequest, settings: ExecutorSettings) -> Limits:
+    """The limits ``request`` runs under: the worker's defaults (``SandboxPolicy.limits``).
+
+    The hook for per-job limits: a request that carries its own (a script's declared
+    memory, say) is merged here, within what the worker group allows.
+    """
+    del request
+    assert settings.sandbox is not None
+    return settings.sandbox.policy.limits

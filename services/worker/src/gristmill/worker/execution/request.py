@@ -48,6 +48,8 @@ class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):
     log_truncated: bool = False
     #: Bytes the job wrote to stdout and stderr, including dropped ones.
     log_bytes: int = 0
+    #: Highest memory use of the job (its sandbox's memory cgroup), when measured.
+    memory_peak_bytes: int | None = None
 
     @property
     def status(self) -> JobStatus:

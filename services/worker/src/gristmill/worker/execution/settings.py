@@ -1,4 +1,5 @@
-"""How the executor runs jobs: interpreters, log limits, kill grace, the launch prefix."""
+"""How the executor runs jobs: interpreters, log limits, kill grace, the launch prefix,
+the sandbox."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 
 import msgspec
+
+from gristmill.worker.sandbox import Sandbox, describe
 
 __all__ = ["ExecutorSettings", "default_bash_bin", "default_launch_prefix", "default_python_bin"]
 
@@ -97,6 +100,9 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_path: str = "/usr/local/bin:/usr/bin:/bin"
     #: Prepended to every job's argv (e.g. ``("nice", "-n", "10")``); see ``launch.build_argv``.
     launch_prefix: tuple[str, ...] = msgspec.field(default_factory=lambda: default_launch_prefix())
+    #: The sandbox every job runs in (``sandbox.detect()``); ``None`` runs jobs as plain
+    #: child processes, which only an explicitly insecure worker does.
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
         for name in _NON_NEGATIVE:
@@ -104,3 +110,8 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"ExecutorSettings.{name} must not be negative")
         if self.drain_timeout_s <= 0:
             raise ValueError("ExecutorSettings.drain_timeout_s must be positive")
+
+    @property
+    def sandbox_mode(self) -> str:
+        """How jobs run, in one line (``workers.sandbox``, logs)."""
+        return describe(self.sandbox)

@@ -114,7 +114,7 @@ LIMIT $23 OFFSET $24
 -- One statement, so the logs and the completion come from one snapshot: a job seen
 -- completed has all its logs here. ``log_end`` is the log's length in characters.
 SELECT
-    q.running, c.status,
+    q.running, c.status, j.kind,
     COALESCE(r.memory_peak_kb, c.memory_peak_kb) AS mem_peak,
     l.new_logs, l.log_end, l.last_seq
 FROM jobs j
@@ -146,7 +146,7 @@ WHERE j.id = $1 AND j.workspace_id = $2;
 -- name: job_update_after_seq
 -- State and the log chunks after chunk $3 (a stream that already knows its position).
 SELECT
-    q.running, c.status,
+    q.running, c.status, j.kind,
     COALESCE(r.memory_peak_kb, c.memory_peak_kb) AS mem_peak,
     l.new_logs, l.last_seq
 FROM jobs j

@@ -1,0 +1,65 @@
+"""Turning a run request for a flow into its job (used by ``runs.resolve``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gristmill.common.argschema import validate_args
+from gristmill.common.contracts.runs import FlowPath, FlowPreview, RunRequest
+from gristmill.common.db.pool import Conn
+from gristmill.common.errors import InvalidRequest, NotFound
+from gristmill.common.flows import store
+from gristmill.common.flows.engine import FLOW_TAG
+from gristmill.common.flows.model import FlowValue, parse_value
+from gristmill.common.flows.validate import validate_value
+from gristmill.common.queue import NewJob
+
+__all__ = ["flow_job"]
+
+
+def _limits(value: FlowValue, path: str | None) -> dict[str, Any]:
+    if not value.concurrent_limit:
+        return {}
+    key = value.concurrency_key or f"flow/{path or 'preview'}"
+    return {"concurrency_key": key, "concurrency_limit": int(value.concurrent_limit)}
+
+
+async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> NewJob:
+    """The job of a flow run: the saved flow at a path (its arguments checked against
+    its schema), or a previewed value (checked as a save would check it).
+
+    ``common`` holds the fields every job of the request shares (id, workspace, ...).
+    Flows have no job timeout: they are parked while their steps run.
+    """
+    runnable = request.runnable
+    fields = {**common, "timeout_s": None, "retry": None}
+    if isinstance(runnable, FlowPath):
+        try:
+            saved = await store.get_flow(conn, request.workspace, runnable.path)
+        except NotFound as exc:
+            raise NotFound(exc.message, location="runnable.path") from None
+        if saved.archived:
+            raise NotFound(f"flow {runnable.path!r} is archived", location="runnable.path")
+        value = parse_value(saved.value)
+        fields["args"] = validate_args(saved.schema, request.args)
+        fields["priority"] = request.priority or int(value.priority or 0)
+        fields.update(_limits(value, saved.path))
+        return NewJob(
+            kind="flow",
+            tag=request.tag or FLOW_TAG,
+            runnable_path=saved.path,
+            flow_value=saved.value,
+            **fields,
+        )
+    if isinstance(runnable, FlowPreview):
+        value = validate_value(runnable.value, location="runnable.value")
+        fields["priority"] = request.priority or int(value.priority or 0)
+        fields.update(_limits(value, runnable.path))
+        return NewJob(
+            kind="flowpreview",
+            tag=request.tag or FLOW_TAG,
+            runnable_path=runnable.path,
+            flow_value=runnable.value,
+            **fields,
+        )
+    raise InvalidRequest("not a flow", location="runnable")

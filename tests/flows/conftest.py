@@ -1,0 +1,5 @@
+"""Fixtures of the flow tests."""
+
+from tests.flows.harness import runner
+
+__all__ = ["runner"]
