@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from gristmill.worker.sandbox import Sandbox
+from gristmill.worker.sandbox.limits import find_cgroup_roots
 
 WORKER = """
 import asyncio, sys, uuid
@@ -93,3 +95,27 @@ async def test_a_job_dies_with_its_worker(tmp_path: Path, sandbox: Sandbox) -> N
             worker.wait()
         server.close()
         await server.wait_closed()
+
+
+def test_groups_left_by_a_dead_worker_are_swept(sandbox: Sandbox) -> None:
+    if sandbox.cgroups is None or sandbox.cgroups.memory is None:
+        return  # nothing to sweep without cgroups
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no worker has any more
+    stale = Path(sandbox.cgroups.memory).parent / f"gristmill.{gone.pid}"
+    group = stale / "job-left-behind"
+    group.mkdir(parents=True)
+    stuck = subprocess.Popen(["sleep", "60"])
+    try:
+        (group / "cgroup.procs").write_text(str(stuck.pid))
+        find_cgroup_roots(("memory",))  # what a starting worker does
+        assert stuck.wait(timeout=10) == -signal.SIGKILL
+        for _ in range(100):
+            if not stale.exists():
+                break
+            time.sleep(0.05)
+        assert not stale.exists()
+    finally:
+        if stuck.poll() is None:
+            stuck.kill()
+            stuck.wait()

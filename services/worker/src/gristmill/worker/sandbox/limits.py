@@ -29,6 +29,7 @@ import contextlib
 import os
 import resource
 import signal
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -221,6 +222,8 @@ def _unescape(path: str) -> str:
 
 
 def _sweep_dead_workers(base: str) -> None:
+    """Remove the groups of worker processes that are gone, killing what is left in
+    them (a job whose worker died while bubblewrap was still setting it up)."""
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
             pid = name[len(_PARENT_PREFIX) :]
@@ -229,7 +232,23 @@ def _sweep_dead_workers(base: str) -> None:
                 and pid.isdigit()
                 and not os.path.exists(f"/proc/{pid}")
             ):
-                _remove_tree(os.path.join(base, name))
+                parent = os.path.join(base, name)
+                with contextlib.suppress(OSError):
+                    for entry in os.scandir(parent):
+                        if entry.is_dir(follow_symlinks=False):
+                            _empty(entry.path)
+                _remove_tree(parent)
+
+
+def _empty(group: str, *, wait_s: float = 2.0) -> None:
+    """SIGKILL the members of ``group`` and wait (briefly) until they are gone."""
+    deadline = time.monotonic() + wait_s
+    while members := _read_pids(group):
+        for member in members:
+            _kill_if_member(member, group)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def _remove_tree(path: str) -> None:
