@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,7 +13,16 @@ from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
 
-__all__ = ["Finished", "ResultUnreadable", "RunResult", "Runner", "read_result_file"]
+__all__ = [
+    "Envelope",
+    "Finished",
+    "ReportedError",
+    "ResultUnreadable",
+    "RunResult",
+    "Runner",
+    "collect_envelope",
+    "read_result_file",
+]
 
 
 class Finished(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,3 +93,71 @@ def read_result_file(path: Path, *, max_bytes: int, label: str) -> bytes | None:
             )
         )
     return data
+
+
+class ReportedError(msgspec.Struct, frozen=True, kw_only=True):
+    """A failure as a job's bootstrap writes it into the result file."""
+
+    name: str
+    message: str
+    stack: str | None = None
+    location: str | None = None
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """The result file every bootstrap writes: ``{"ok": true, "result": ...}`` or the error."""
+
+    ok: bool
+    result: Any = None
+    error: ReportedError | None = None
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+
+
+def collect_envelope(
+    finished: Finished,
+    settings: ExecutorSettings,
+    result_file: str,
+    *,
+    missing: Callable[[], JobError],
+    failed_without_error: str,
+    nonzero_after_ok: Callable[[], JobError] | None = None,
+) -> RunResult:
+    """Read a job's result envelope from ``result_file`` (relative to its workdir).
+
+    ``missing`` describes a job that wrote no result; ``nonzero_after_ok``, if given,
+    one that reported a result but then exited with a non-zero status.
+    """
+    try:
+        data = read_result_file(
+            finished.workdir / result_file, max_bytes=settings.max_result_bytes, label="result"
+        )
+    except ResultUnreadable as exc:
+        return RunResult(error=exc.error)
+    if data is None:
+        return RunResult(error=missing())
+    try:
+        envelope = _envelope.decode(data)
+    except msgspec.DecodeError as exc:
+        return RunResult(
+            error=JobError(
+                name="InvalidResult",
+                message=f"the job's result could not be read: {exc}",
+                exit_code=finished.exit_code,
+            )
+        )
+    if envelope.ok:
+        if finished.exit_code != 0 and nonzero_after_ok is not None:
+            return RunResult(error=nonzero_after_ok())
+        return RunResult(result=envelope.result)
+    reported = envelope.error or ReportedError(name="Error", message=failed_without_error)
+    return RunResult(
+        error=JobError(
+            name=reported.name,
+            message=reported.message,
+            stack=reported.stack or None,
+            location=reported.location,
+            exit_code=finished.exit_code,
+        )
+    )

@@ -45,7 +45,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -55,12 +55,7 @@ from gristmill.common.introspection.go import go_main_parameters
 from gristmill.worker.execution import failures
 from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
-from gristmill.worker.execution.runners.base import (
-    Finished,
-    ResultUnreadable,
-    RunResult,
-    read_result_file,
-)
+from gristmill.worker.execution.runners.base import Finished, RunResult, collect_envelope
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = ["COMPILE_FAILED", "WRAPPER", "GoRunner", "go_cache_dir"]
@@ -98,19 +93,6 @@ _LOCATION: Final = re.compile(
 )
 
 
-class _ReportedError(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    message: str
-    stack: str | None = None
-
-
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
-    result: Any = None
-    error: _ReportedError | None = None
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
 
@@ -250,41 +232,17 @@ class GoRunner:
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
         if finished.exit_code == COMPILE_FAILED:
             return RunResult(error=_compile_error(finished))
-        try:
-            data = read_result_file(
-                finished.workdir / _RESULT, max_bytes=settings.max_result_bytes, label="result"
-            )
-        except ResultUnreadable as exc:
-            return RunResult(error=exc.error)
-        if data is None:
-            return RunResult(
-                error=failures.exited_with_code(
-                    "go",
-                    finished.exit_code,
-                    detail=" without writing a result (did the script call os.Exit?)",
-                    output_tail=finished.output_tail,
-                )
-            )
-        try:
-            envelope = _envelope.decode(data)
-        except msgspec.DecodeError as exc:
-            return RunResult(
-                error=JobError(
-                    name="InvalidResult",
-                    message=f"the job's result could not be read: {exc}",
-                    exit_code=finished.exit_code,
-                )
-            )
-        if envelope.ok:
-            return RunResult(result=envelope.result)
-        reported = envelope.error or _ReportedError(name="Error", message="main failed")
-        return RunResult(
-            error=JobError(
-                name=reported.name,
-                message=reported.message,
-                stack=reported.stack or None,
-                exit_code=finished.exit_code,
-            )
+        return collect_envelope(
+            finished,
+            settings,
+            _RESULT,
+            missing=lambda: failures.exited_with_code(
+                "go",
+                finished.exit_code,
+                detail=" without writing a result (did the script call os.Exit?)",
+                output_tail=finished.output_tail,
+            ),
+            failed_without_error="main failed",
         )
 
 

@@ -44,18 +44,12 @@ from typing import Any, Final
 
 import msgspec
 
-from gristmill.common.contracts.jobs import JobError
 from gristmill.common.introspection import parse_postgresql
 from gristmill.common.introspection.sql import argument_names, database_annotation
 from gristmill.worker.execution import failures
 from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
-from gristmill.worker.execution.runners.base import (
-    Finished,
-    ResultUnreadable,
-    RunResult,
-    read_result_file,
-)
+from gristmill.worker.execution.runners.base import Finished, RunResult, collect_envelope
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = ["BOOTSTRAP", "PostgresqlRunner", "statement_timeout_ms"]
@@ -68,20 +62,6 @@ _RESULT: Final = f"{_CONTROL_DIR}/result.json"
 _SCRIPT: Final = "main.sql"
 
 
-class _ReportedError(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    message: str
-    stack: str | None = None
-    location: str | None = None
-
-
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
-    result: Any = None
-    error: _ReportedError | None = None
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
 
@@ -138,40 +118,15 @@ class PostgresqlRunner:
         )
 
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
-        try:
-            data = read_result_file(
-                finished.workdir / _RESULT, max_bytes=settings.max_result_bytes, label="result"
-            )
-        except ResultUnreadable as exc:
-            return RunResult(error=exc.error)
-        if data is None:
-            return RunResult(
-                error=failures.exited_with_code(
-                    "postgresql",
-                    finished.exit_code,
-                    detail=" without writing a result",
-                    output_tail=finished.output_tail,
-                )
-            )
-        try:
-            envelope = _envelope.decode(data)
-        except msgspec.DecodeError as exc:
-            return RunResult(
-                error=JobError(
-                    name="InvalidResult",
-                    message=f"the job's result could not be read: {exc}",
-                    exit_code=finished.exit_code,
-                )
-            )
-        if envelope.ok:
-            return RunResult(result=envelope.result)
-        reported = envelope.error or _ReportedError(name="Error", message="the query failed")
-        return RunResult(
-            error=JobError(
-                name=reported.name,
-                message=reported.message,
-                stack=reported.stack,
-                location=reported.location,
-                exit_code=finished.exit_code,
-            )
+        return collect_envelope(
+            finished,
+            settings,
+            _RESULT,
+            missing=lambda: failures.exited_with_code(
+                "postgresql",
+                finished.exit_code,
+                detail=" without writing a result",
+                output_tail=finished.output_tail,
+            ),
+            failed_without_error="the query failed",
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import marshal
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -23,12 +22,7 @@ from gristmill.common.contracts.jobs import JobError
 from gristmill.worker.execution import failures
 from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
-from gristmill.worker.execution.runners.base import (
-    Finished,
-    ResultUnreadable,
-    RunResult,
-    read_result_file,
-)
+from gristmill.worker.execution.runners.base import Finished, RunResult, collect_envelope
 from gristmill.worker.execution.settings import ExecutorSettings
 from gristmill.worker.pyenv import sys_path_code
 
@@ -56,22 +50,6 @@ _ARGS = f"{_CONTROL_DIR}/args.marshal"
 _RESULT = f"{_CONTROL_DIR}/result.json"
 #: ``marshal`` format 4 is read by every Python the bootstrap supports (3.9+).
 _MARSHAL_VERSION = 4
-
-
-class _ReportedError(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    message: str
-    stack: str | None = None
-    location: str | None = None
-
-
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
-    result: Any = None
-    error: _ReportedError | None = None
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
 
 
 def _loader(python_path: tuple[str, ...] = ()) -> str:
@@ -107,40 +85,19 @@ class PythonRunner:
         )
 
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
-        try:
-            data = read_result_file(
-                finished.workdir / _RESULT, max_bytes=settings.max_result_bytes, label="result"
-            )
-        except ResultUnreadable as exc:
-            return RunResult(error=exc.error)
-        if data is None:
+        def missing() -> JobError:
             detail = " without writing a result"
             if finished.exit_code == 0:
                 detail += " (did the script call os._exit()?)"
-            return RunResult(error=self._exit_error(finished, detail))
-        try:
-            envelope = _envelope.decode(data)
-        except msgspec.DecodeError as exc:
-            return RunResult(
-                error=JobError(
-                    name="InvalidResult",
-                    message=f"the job's result could not be read: {exc}",
-                    exit_code=finished.exit_code,
-                )
-            )
-        if envelope.ok:
-            if finished.exit_code != 0:
-                return RunResult(error=self._exit_error(finished, " after main() returned"))
-            return RunResult(result=envelope.result)
-        reported = envelope.error or _ReportedError(name="Error", message="main() failed")
-        return RunResult(
-            error=JobError(
-                name=reported.name,
-                message=reported.message,
-                stack=reported.stack,
-                location=reported.location,
-                exit_code=finished.exit_code,
-            )
+            return self._exit_error(finished, detail)
+
+        return collect_envelope(
+            finished,
+            settings,
+            _RESULT,
+            missing=missing,
+            failed_without_error="main() failed",
+            nonzero_after_ok=lambda: self._exit_error(finished, " after main() returned"),
         )
 
     @staticmethod

@@ -60,12 +60,7 @@ from gristmill.common.introspection import parse_typescript
 from gristmill.worker.execution import failures
 from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
-from gristmill.worker.execution.runners.base import (
-    Finished,
-    ResultUnreadable,
-    RunResult,
-    read_result_file,
-)
+from gristmill.worker.execution.runners.base import Finished, RunResult, collect_envelope
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = [
@@ -96,19 +91,6 @@ _DIGEST_CHARS: Final = 32
 _RUNTIME_OF: Final[dict[str, Runtime]] = {"bun": "bun", "deno": "deno", "nativets": "deno"}
 
 
-class _ReportedError(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    message: str
-    stack: str | None = None
-    location: str | None = None
-
-
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
-    result: Any = None
-    error: _ReportedError | None = None
-
-
 class _Spec(msgspec.Struct, frozen=True, kw_only=True):
     """What the bootstrap reads from ``.gristmill/args.json``."""
 
@@ -117,7 +99,6 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True):
     dates: tuple[str, ...] = ()
 
 
-_envelope = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
 
@@ -312,40 +293,19 @@ class TypeScriptRunner:
         )
 
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
-        try:
-            data = read_result_file(
-                finished.workdir / _RESULT, max_bytes=settings.max_result_bytes, label="result"
-            )
-        except ResultUnreadable as exc:
-            return RunResult(error=exc.error)
-        if data is None:
+        def missing() -> JobError:
             detail = " without writing a result"
             if finished.exit_code == 0:
                 detail += " (did the script call process.exit() or Deno.exit()?)"
-            return RunResult(error=self._exit_error(finished, detail))
-        try:
-            envelope = _envelope.decode(data)
-        except msgspec.DecodeError as exc:
-            return RunResult(
-                error=JobError(
-                    name="InvalidResult",
-                    message=f"the job's result could not be read: {exc}",
-                    exit_code=finished.exit_code,
-                )
-            )
-        if envelope.ok:
-            if finished.exit_code != 0:
-                return RunResult(error=self._exit_error(finished, " after main() returned"))
-            return RunResult(result=envelope.result)
-        reported = envelope.error or _ReportedError(name="Error", message="main() failed")
-        return RunResult(
-            error=JobError(
-                name=reported.name,
-                message=reported.message,
-                stack=reported.stack,
-                location=reported.location,
-                exit_code=finished.exit_code,
-            )
+            return self._exit_error(finished, detail)
+
+        return collect_envelope(
+            finished,
+            settings,
+            _RESULT,
+            missing=missing,
+            failed_without_error="main() failed",
+            nonzero_after_ok=lambda: self._exit_error(finished, " after main() returned"),
         )
 
     def _exit_error(self, finished: Finished, detail: str) -> JobError:
