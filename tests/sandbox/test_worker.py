@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from gristmill.common.queue import NewJob, Queue
@@ -17,7 +19,7 @@ from gristmill.common.wakeup import Wakeup
 from gristmill.worker.execution import ExecutorSettings
 from gristmill.worker.sandbox import Sandbox, describe
 from gristmill.worker.service import Worker, WorkerSettings
-from tests.harness.services import GristmillProcess, wait_until
+from tests.harness.services import GristmillProcess, free_port, wait_http, wait_until
 from tests.sandbox.conftest import DB_PASSWORD, DataDir
 
 
@@ -161,3 +163,26 @@ async def test_an_insecure_worker_starts_but_says_so_loudly(
     output = worker.output()
     assert output.count("INSECURE: jobs run WITHOUT a sandbox") >= 2  # at start, at registration
     assert worker.terminate() == 0
+
+
+def test_version_warns_while_a_worker_runs_unsandboxed(
+    spawn: Callable[..., GristmillProcess], database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "GRISTMILL_DATABASE_URL": database_url,
+        "GRISTMILL_HTTP_PORT": str(port),
+        "GRISTMILL_ADMIN_TOKEN": "version-test-token-0123456789",
+        "GRISTMILL_DATA_DIR": str(tmp_path / "up"),
+        "GRISTMILL_INSECURE_NO_SANDBOX": "1",
+    }
+    up = spawn(["up"], env)
+    url = f"http://127.0.0.1:{port}/api/version"
+    wait_http(url, process=up)
+    deadline = time.monotonic() + 30
+    text = httpx.get(url).text
+    while "WARNING" not in text and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = httpx.get(url).text
+    assert text.startswith("Gristmill v")
+    assert "WARNING: 1 worker(s) run jobs without a sandbox" in text

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
 
+from gristmill.common.db.queries import load_queries
+
 __all__ = ["ROUTES", "Health", "health", "openapi_json", "version"]
+
+
+_Q = load_queries("workers.sql")
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -20,7 +26,15 @@ class Health(msgspec.Struct, kw_only=True):
 
 @get("/api/version", media_type="text/plain", summary="Server version", tags=["settings"])
 async def version(state: State) -> str:
-    return f"Gristmill v{state.gristmill.version}"
+    """The version; a warning follows it while any live worker runs jobs unsandboxed."""
+    text = f"Gristmill v{state.gristmill.version}"
+    try:
+        insecure = await state.gristmill.pool.fetchval(_Q["insecure_workers"])
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return text  # the version must answer even while the database is away
+    if insecure:
+        text += f" (WARNING: {insecure} worker(s) run jobs without a sandbox)"
+    return text
 
 
 @get("/api/health", summary="Liveness and database reachability", tags=["settings"])

@@ -44,3 +44,8 @@ FROM job_queue
 WHERE NOT running AND scheduled_for <= now()
 GROUP BY tag
 ORDER BY tag;
+
+-- name: insecure_workers
+-- Live workers (pinged in the last minute) that run jobs without a sandbox.
+SELECT count(*) FROM workers
+WHERE last_ping > now() - interval '60 seconds' AND sandbox LIKE 'none%';

@@ -1,0 +1,240 @@
+"""HTTP routes over HTTP: Windmill's ``/api/w/{workspace}/http_triggers/...`` paths.
+
+Saving checks the route pattern (400 naming ``route_path``), the method and the
+authentication method (400), that the script exists (404), and that no trigger of
+any workspace holds the same method and an equivalent pattern (409; routes are
+global, as in Windmill). Only scripts are supported (``is_flow: false``). The
+``signature`` method's ``signature_secret`` is written, never read back: reads
+answer ``has_signature_secret``. See ``gristmill.common.http_triggers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import HttpMethod, MediaType, Request, get, post, route
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from gristmill.common import http_triggers, scripts
+from gristmill.common.http_triggers import HttpTrigger, TriggerSettings
+from gristmill.common.tokens import TokenInfo
+from gristmill.common.variables import may_access, validate_path
+from gristmill.gateway.auth import check_workspace
+from gristmill.gateway.context import GatewayContext
+from gristmill.gateway.routes.variables import authorize_path, item_path
+
+__all__ = ["ROUTES", "EditHttpTriggerBody", "HttpTriggerView", "NewHttpTriggerBody"]
+
+_AuthRequest = Request[TokenInfo, str, Any]
+_BASE = "/api/w/{workspace:str}/http_triggers"
+_KIND = "http trigger"
+
+
+class EditHttpTriggerBody(msgspec.Struct, kw_only=True):
+    """Windmill's ``EditHttpTrigger`` (the fields Gristmill supports)."""
+
+    route_path: str
+    http_method: str
+    script_path: str
+    is_flow: bool = False
+    is_async: bool = False
+    #: ``none``, ``windmill`` (a token) or ``signature`` (HMAC-SHA256, ``X-Signature``).
+    authentication_method: str | None = None
+    #: The HMAC key of the ``signature`` method (kept when an update omits it).
+    signature_secret: str | None = None
+    enabled: bool | None = None
+
+    def settings(self) -> TriggerSettings:
+        return TriggerSettings(
+            route_path=self.route_path,
+            http_method=self.http_method.lower(),
+            script_path=self.script_path,
+            is_flow=self.is_flow,
+            is_async=self.is_async,
+            authentication_method=self.authentication_method or "none",
+            signature_secret=self.signature_secret,
+            enabled=self.enabled,
+        )
+
+
+class NewHttpTriggerBody(EditHttpTriggerBody, kw_only=True):
+    """Windmill's ``NewHttpTrigger``."""
+
+    path: str
+
+
+class HttpTriggerView(msgspec.Struct, kw_only=True):
+    """Windmill's ``HttpTrigger`` (without the secret)."""
+
+    workspace_id: str
+    path: str
+    route_path: str
+    http_method: str
+    script_path: str
+    is_flow: bool
+    is_async: bool
+    authentication_method: str
+    has_signature_secret: bool
+    enabled: bool
+    email: str
+    edited_by: str
+    edited_at: str
+    extra_perms: dict[str, bool]
+
+
+class _EnabledBody(msgspec.Struct, kw_only=True):
+    enabled: bool
+
+
+def _view(trigger: HttpTrigger) -> HttpTriggerView:
+    return HttpTriggerView(
+        workspace_id=trigger.workspace_id,
+        path=trigger.path,
+        route_path=trigger.route_path,
+        http_method=trigger.http_method,
+        script_path=trigger.script_path,
+        is_flow=trigger.is_flow,
+        is_async=trigger.is_async,
+        authentication_method=trigger.authentication_method,
+        has_signature_secret=trigger.has_signature_secret,
+        enabled=trigger.enabled,
+        email=trigger.email,
+        edited_by=trigger.edited_by,
+        edited_at=trigger.edited_at.isoformat(),
+        extra_perms={},
+    )
+
+
+def _ctx(state: State) -> GatewayContext:
+    context: GatewayContext = state.gristmill
+    return context
+
+
+def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
+    check_workspace(request.user, workspace)
+    path = validate_path(item_path(raw), kind=_KIND)
+    authorize_path(request.user, path, _KIND)
+    return path
+
+
+async def _check_script(context: GatewayContext, workspace: str, body: EditHttpTriggerBody) -> None:
+    if not body.is_flow:
+        await scripts.runnable_by_path(context.pool, workspace, body.script_path)
+
+
+@post(
+    f"{_BASE}/create",
+    status_code=201,
+    media_type=MediaType.TEXT,
+    summary="Create an HTTP route",
+    tags=["http_trigger"],
+)
+async def create_http_trigger(
+    workspace: FromPath[str],
+    data: JSONBody[NewHttpTriggerBody],
+    request: _AuthRequest,
+    state: State,
+) -> str:
+    """Answers the trigger's path."""
+    path = _checked(request, workspace, data.path.strip("/"))
+    context = _ctx(state)
+    settings = data.settings()
+    http_triggers.parse_route(settings.route_path)
+    await _check_script(context, workspace, data)
+    saved = await http_triggers.create(
+        context.pool, workspace, path, settings, editor=request.user.user_id
+    )
+    return saved.path
+
+
+@post(
+    f"{_BASE}/update/{{path:path}}",
+    status_code=200,
+    media_type=MediaType.TEXT,
+    summary="Update an HTTP route",
+    tags=["http_trigger"],
+)
+async def update_http_trigger(
+    workspace: FromPath[str],
+    path: FromPath[str],
+    data: JSONBody[EditHttpTriggerBody],
+    request: _AuthRequest,
+    state: State,
+) -> str:
+    item = _checked(request, workspace, path)
+    context = _ctx(state)
+    settings = data.settings()
+    http_triggers.parse_route(settings.route_path)
+    await _check_script(context, workspace, data)
+    saved = await http_triggers.update(
+        context.pool, workspace, item, settings, editor=request.user.user_id
+    )
+    return saved.path
+
+
+@post(
+    f"{_BASE}/setenabled/{{path:path}}",
+    status_code=200,
+    media_type=MediaType.TEXT,
+    summary="Enable or disable an HTTP route",
+    tags=["http_trigger"],
+)
+async def set_http_trigger_enabled(
+    workspace: FromPath[str],
+    path: FromPath[str],
+    data: JSONBody[_EnabledBody],
+    request: _AuthRequest,
+    state: State,
+) -> str:
+    item = _checked(request, workspace, path)
+    await http_triggers.set_enabled(_ctx(state).pool, workspace, item, data.enabled)
+    return f"http trigger {item} {'enabled' if data.enabled else 'disabled'}"
+
+
+@route(
+    f"{_BASE}/delete/{{path:path}}",
+    http_method=[HttpMethod.DELETE],
+    status_code=200,
+    media_type=MediaType.TEXT,
+    summary="Delete an HTTP route",
+    tags=["http_trigger"],
+)
+async def delete_http_trigger(
+    workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
+) -> str:
+    item = _checked(request, workspace, path)
+    await http_triggers.delete(_ctx(state).pool, workspace, item)
+    return f"http trigger {item} deleted"
+
+
+@get(f"{_BASE}/get/{{path:path}}", summary="Get an HTTP route", tags=["http_trigger"])
+async def get_http_trigger(
+    workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
+) -> HttpTriggerView:
+    item = _checked(request, workspace, path)
+    return _view(await http_triggers.get(_ctx(state).pool, workspace, item))
+
+
+@get(f"{_BASE}/list", summary="List HTTP routes", tags=["http_trigger"])
+async def list_http_triggers(
+    workspace: FromPath[str], request: _AuthRequest, state: State
+) -> list[HttpTriggerView]:
+    check_workspace(request.user, workspace)
+    info = request.user
+    return [
+        _view(trigger)
+        for trigger in await http_triggers.list_triggers(_ctx(state).pool, workspace)
+        if may_access(trigger.path, user_id=info.user_id, is_admin=info.is_admin)
+    ]
+
+
+ROUTES = [
+    create_http_trigger,
+    update_http_trigger,
+    set_http_trigger_enabled,
+    delete_http_trigger,
+    get_http_trigger,
+    list_http_triggers,
+]
