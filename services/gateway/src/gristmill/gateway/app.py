@@ -12,6 +12,8 @@ from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.errors import exception_handlers
 from gristmill.gateway.routes import (
     flows,
+    http_routes,
+    http_triggers,
     jobs,
     resources,
     run,
@@ -42,6 +44,8 @@ def create_app(context: GatewayContext) -> Litestar:
             *flows.ROUTES,
             *run_flows.ROUTES,
             *workers.ROUTES,
+            *http_triggers.ROUTES,
+            *http_routes.ROUTES,
         ],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         exception_handlers=exception_handlers,

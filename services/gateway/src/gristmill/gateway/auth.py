@@ -23,6 +23,8 @@ PUBLIC_PATHS = [
     "^/api/health$",
     # Approval links: the per-step signature in the URL is the credential.
     "^/api/w/[^/]+/jobs_u/(resume|cancel|get_flow)/",
+    # User-defined HTTP routes authenticate per route (gateway.routes.http_routes).
+    "^/api/r/",
 ]
 #: Other gateway processes may accept a deleted token for at most this long.
 _CACHE_TTL_S = 2.0

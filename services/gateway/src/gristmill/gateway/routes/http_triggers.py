@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from gristmill.common import http_triggers, scripts
+from gristmill.common.errors import InvalidRequest
 from gristmill.common.http_triggers import HttpTrigger, TriggerSettings
 from gristmill.common.tokens import TokenInfo
 from gristmill.common.variables import may_access, validate_path
@@ -45,14 +46,31 @@ class EditHttpTriggerBody(msgspec.Struct, kw_only=True):
     #: The HMAC key of the ``signature`` method (kept when an update omits it).
     signature_secret: str | None = None
     enabled: bool | None = None
+    #: Newer Windmill's form of ``is_async``: ``sync`` or ``async`` (wins when given).
+    request_type: str | None = None
+    #: Windmill options Gristmill does not support yet: only ``false`` is accepted.
+    workspaced_route: bool | None = None
+    wrap_body: bool | None = None
+    raw_string: bool | None = None
+    is_static_website: bool | None = None
 
     def settings(self) -> TriggerSettings:
+        for name in ("workspaced_route", "wrap_body", "raw_string", "is_static_website"):
+            if getattr(self, name):
+                raise InvalidRequest(f"{name} is not supported", location=name)
+        is_async = self.is_async
+        if self.request_type is not None:
+            if self.request_type not in ("sync", "async"):
+                raise InvalidRequest(
+                    "request_type must be 'sync' or 'async'", location="request_type"
+                )
+            is_async = self.request_type == "async"
         return TriggerSettings(
             route_path=self.route_path,
             http_method=self.http_method.lower(),
             script_path=self.script_path,
             is_flow=self.is_flow,
-            is_async=self.is_async,
+            is_async=is_async,
             authentication_method=self.authentication_method or "none",
             signature_secret=self.signature_secret,
             enabled=self.enabled,
@@ -75,6 +93,7 @@ class HttpTriggerView(msgspec.Struct, kw_only=True):
     script_path: str
     is_flow: bool
     is_async: bool
+    request_type: str
     authentication_method: str
     has_signature_secret: bool
     enabled: bool
@@ -97,6 +116,7 @@ def _view(trigger: HttpTrigger) -> HttpTriggerView:
         script_path=trigger.script_path,
         is_flow=trigger.is_flow,
         is_async=trigger.is_async,
+        request_type="async" if trigger.is_async else "sync",
         authentication_method=trigger.authentication_method,
         has_signature_secret=trigger.has_signature_secret,
         enabled=trigger.enabled,
