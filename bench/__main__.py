@@ -8,6 +8,7 @@ import sys
 _BENCHMARKS = {
     "queue_throughput": "bench.queue_throughput",
     "sync_latency": "bench.sync_latency",
+    "flow_overhead": "bench.flow_overhead",
 }
 
 
