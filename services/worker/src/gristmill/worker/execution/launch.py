@@ -172,6 +172,14 @@ def job_limits(request: ExecutionRequest, settings: ExecutorSettings) -> Limits:
     The hook for per-job limits: a request that carries its own (a script's declared
     memory, say) is merged here, within what the worker group allows.
     """
-    del request
     assert settings.sandbox is not None
-    return settings.sandbox.policy.limits
+    limits = settings.sandbox.policy.limits
+    if request.language in _RESERVES_ADDRESS_SPACE and limits.address_space_mb is not None:
+        # V8 reserves a large address range at start and dies under an address-space
+        # limit; its memory stays bounded by the job's memory cgroup where there is one.
+        limits = msgspec.structs.replace(limits, address_space_mb=None)
+    return limits
+
+
+#: Runtimes that reserve far more address space than they use (Deno's V8 heap cage).
+_RESERVES_ADDRESS_SPACE = frozenset({"deno", "nativets"})

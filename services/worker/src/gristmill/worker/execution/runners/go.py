@@ -182,6 +182,15 @@ class GoRunner:
         return "go"
 
     def prepare(self, request: ExecutionRequest, settings: ExecutorSettings) -> Command:
+        if settings.sandbox is not None:
+            # The job compiles into a shared build cache, which the sandbox mounts
+            # read-only (and must not let one job write for another).
+            raise OSError(
+                errno.EPERM,
+                "Go jobs cannot run sandboxed yet (their compile step needs a build "
+                "cache the sandbox keeps read-only); run them on a worker group started "
+                "with --insecure-no-sandbox and the `go` tag",
+            )
         go = _go_bin(settings)
         cache = go_cache_dir(request, settings)
         digest = hashlib.sha256(
