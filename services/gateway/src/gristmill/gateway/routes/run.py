@@ -20,8 +20,9 @@ import asyncio
 import base64
 import binascii
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import asyncpg
 import msgspec
@@ -53,8 +54,15 @@ __all__ = [
     "ROUTES",
     "WAIT_RESULT_TIMEOUT_S",
     "PreviewBody",
+    "RunOptions",
+    "failed_response",
+    "json_response",
+    "payload_args",
+    "poll",
     "run_preview",
+    "run_request",
     "submit",
+    "wait_timeout_response",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -67,6 +75,7 @@ _decode_json = msgspec.json.Decoder()
 WAIT_RESULT_TIMEOUT_S: Final = 600.0
 #: Header naming the job a run-and-wait answer is about.
 JOB_ID_HEADER: Final = "X-Gristmill-Job-Id"
+_T = TypeVar("_T")
 _POLL_FIRST_S: Final = 0.002
 _POLL_MAX_S: Final = 0.05
 #: Growth of the wait between polls of a run-and-wait. Gentle, so that a job ending
@@ -120,7 +129,7 @@ class PreviewBody(msgspec.Struct, kw_only=True):
     lock: str | None = None
 
 
-class _Options(msgspec.Struct, frozen=True, kw_only=True):
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     """What the query string says about a run (Windmill's ``RunJobQuery``)."""
 
     job_id: uuid.UUID | None = None
@@ -169,12 +178,12 @@ async def _await_visible(context: GatewayContext, job_id: uuid.UUID, limit_s: fl
     _log.warning("job accepted but not yet dispatched", job_id=str(job_id), waited_s=limit_s)
 
 
-def _request(
+def run_request(
     workspace: str,
     user: TokenInfo,
     runnable: Runnable,
     args: dict[str, Any],
-    options: _Options,
+    options: RunOptions,
     *,
     source: str,
     tag: str | None = None,
@@ -202,7 +211,7 @@ async def _submit_script(
     path: str | None = None,
     hash_: str | None = None,
     args: dict[str, Any] | None,
-    options: _Options,
+    options: RunOptions,
     source: str,
 ) -> uuid.UUID:
     """Check the script and the arguments, then publish a run of that exact version."""
@@ -213,7 +222,9 @@ async def _submit_script(
         else:
             script = await scripts.runnable_by_hash(conn, workspace, hash_ or "")
     checked = script_job_args(script, args or {})
-    run = _request(workspace, user, ScriptHash(hash=script.hash), checked, options, source=source)
+    run = run_request(
+        workspace, user, ScriptHash(hash=script.hash), checked, options, source=source
+    )
     await submit(context, run)
     return run.job_id
 
@@ -221,17 +232,16 @@ async def _submit_script(
 # -- the outcome of a run-and-wait -----------------------------------------------------------
 
 
-async def _wait_outcome(
-    context: GatewayContext, workspace: str, job_id: uuid.UUID, limit_s: float
-) -> asyncpg.Record | None:
-    """The job's completion row, or ``None`` if it did not finish within ``limit_s``."""
+async def poll(probe: Callable[[], Awaitable[_T | None]], limit_s: float) -> _T | None:
+    """``probe()`` until it answers, with a growing pause (2 ms first, 50 ms at most);
+    ``None`` if it did not within ``limit_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
     delay = _POLL_FIRST_S
     while True:
-        row = await context.pool.fetchrow(_Q["job_outcome"], job_id, workspace)
-        if row is not None:
-            return row
+        found = await probe()
+        if found is not None:
+            return found
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None
@@ -239,12 +249,35 @@ async def _wait_outcome(
         delay = min(delay * _POLL_GROWTH, _POLL_MAX_S)
 
 
-def _json_response(value: Any, status: int, job_id: uuid.UUID) -> Response[bytes]:
+def json_response(
+    value: Any, status: int = 200, job_id: uuid.UUID | None = None
+) -> Response[bytes]:
+    """``value`` as JSON; with ``job_id``, the job's id in a header too."""
+    headers = {JOB_ID_HEADER: str(job_id)} if job_id is not None else None
     return Response(
-        _json.encode(value),
-        status_code=status,
-        media_type="application/json",
-        headers={JOB_ID_HEADER: str(job_id)},
+        _json.encode(value), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def failed_response(job_id: uuid.UUID, status: str, error: Any) -> Response[bytes]:
+    """A run-and-wait whose job did not succeed: 422 with its error and id."""
+    body = dict(error or {"name": "Error", "message": f"the job ended as {status}"})
+    body["job_id"] = str(job_id)
+    return json_response({"error": body}, _FAILED_STATUS, job_id)
+
+
+def wait_timeout_response(job_id: uuid.UUID, limit_s: float, message: str) -> Response[bytes]:
+    """A run-and-wait that gave up: 504; the job goes on running."""
+    return json_response(
+        {
+            "error": {
+                "code": "wait_timeout",
+                "message": message,
+                "data": {"job_id": str(job_id), "waited_s": limit_s},
+            }
+        },
+        504,
+        job_id,
     )
 
 
@@ -255,31 +288,27 @@ async def _run_and_wait(
     wait_timeout_s: float | None,
 ) -> Response[bytes]:
     limit_s = WAIT_RESULT_TIMEOUT_S if wait_timeout_s is None else wait_timeout_s
-    row = await _wait_outcome(context, workspace, job_id, limit_s)
+
+    async def outcome() -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await context.pool.fetchrow(
+            _Q["job_outcome"], job_id, workspace
+        )
+        return row
+
+    row = await poll(outcome, limit_s)
     if row is None:
-        return _json_response(
-            {
-                "error": {
-                    "code": "wait_timeout",
-                    "message": (
-                        f"job {job_id} did not finish within {limit_s:g}s; it is still "
-                        f"running: read its outcome at /api/w/{workspace}/jobs_u/completed/"
-                        f"get_result_maybe/{job_id}"
-                    ),
-                    "data": {"job_id": str(job_id), "waited_s": limit_s},
-                }
-            },
-            504,
+        return wait_timeout_response(
             job_id,
+            limit_s,
+            f"job {job_id} did not finish within {limit_s:g}s; it is still running: read "
+            f"its outcome at /api/w/{workspace}/jobs_u/completed/get_result_maybe/{job_id}",
         )
     if row["status"] == "success":
-        return _json_response(row["result"], 200, job_id)
-    error = dict(row["error"] or {"name": "Error", "message": f"the job ended as {row['status']}"})
-    error["job_id"] = str(job_id)
-    return _json_response({"error": error}, _FAILED_STATUS, job_id)
+        return json_response(row["result"], 200, job_id)
+    return failed_response(job_id, row["status"], row["error"])
 
 
-def _payload_args(payload: str | None) -> dict[str, Any]:
+def payload_args(payload: str | None) -> dict[str, Any]:
     """Arguments from ``?payload=``: base64 (standard or URL-safe) of a JSON object."""
     if not payload:
         return {}
@@ -303,10 +332,10 @@ def _payload_args(payload: str | None) -> dict[str, Any]:
 
 
 def _preview_request(
-    workspace: str, data: PreviewBody, user: TokenInfo, options: _Options, source: str
+    workspace: str, data: PreviewBody, user: TokenInfo, options: RunOptions, source: str
 ) -> RunRequest:
     runnable = RawCode(language=data.language, content=data.content, path=data.path, lock=data.lock)
-    return _request(workspace, user, runnable, data.args, options, source=source, tag=data.tag)
+    return run_request(workspace, user, runnable, data.args, options, source=source, tag=data.tag)
 
 
 @post(
@@ -327,7 +356,7 @@ async def run_preview(
 ) -> str:
     """Answers the job id."""
     check_workspace(request.user, workspace)
-    options = _Options(
+    options = RunOptions(
         job_id=job_id, scheduled_in_secs=scheduled_in_secs, idempotency_key=idempotency_key
     )
     run = _preview_request(workspace, data, request.user, options, "jobs/run/preview")
@@ -352,7 +381,7 @@ async def run_wait_result_preview(
 ) -> Response[bytes]:
     check_workspace(request.user, workspace)
     context = _ctx(state)
-    options = _Options(job_id=job_id, idempotency_key=idempotency_key)
+    options = RunOptions(job_id=job_id, idempotency_key=idempotency_key)
     run = _preview_request(workspace, data, request.user, options, "jobs/run_wait_result/preview")
     await submit(context, run)
     return await _run_and_wait(context, workspace, run.job_id, wait_timeout_s)
@@ -383,7 +412,7 @@ async def run_by_path(
     idempotency_key: _IdempotencyKey = None,
 ) -> str:
     """The body is the arguments object. Answers the job id."""
-    options = _Options(
+    options = RunOptions(
         job_id=job_id,
         scheduled_for=scheduled_for,
         scheduled_in_secs=scheduled_in_secs,
@@ -426,7 +455,7 @@ async def run_by_hash(
     idempotency_key: _IdempotencyKey = None,
 ) -> str:
     """The body is the arguments object. Archived versions run; deleted ones do not."""
-    options = _Options(
+    options = RunOptions(
         job_id=job_id,
         scheduled_for=scheduled_for,
         scheduled_in_secs=scheduled_in_secs,
@@ -470,7 +499,7 @@ async def run_wait_result_by_path(
     """The result (200); the job's error (422) if it failed; 504 naming the job if it
     did not finish in time (it keeps running)."""
     context = _ctx(state)
-    options = _Options(
+    options = RunOptions(
         job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
     )
     clean = scripts.validate_path(path)
@@ -508,7 +537,7 @@ async def run_wait_result_by_path_get(
 ) -> Response[bytes]:
     """Like the POST, with ``?payload=`` holding the arguments."""
     context = _ctx(state)
-    options = _Options(
+    options = RunOptions(
         job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
     )
     clean = scripts.validate_path(path)
@@ -517,7 +546,7 @@ async def run_wait_result_by_path_get(
         workspace,
         request.user,
         path=clean,
-        args=_payload_args(payload),
+        args=payload_args(payload),
         options=options,
         source=f"jobs/run_wait_result/p/{clean}",
     )
@@ -543,7 +572,7 @@ async def run_wait_result_by_hash(
     wait_timeout_s: _WaitTimeout = None,
 ) -> Response[bytes]:
     context = _ctx(state)
-    options = _Options(
+    options = RunOptions(
         job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
     )
     job = await _submit_script(

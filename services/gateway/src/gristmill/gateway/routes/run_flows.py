@@ -13,12 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import hmac
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -30,23 +26,28 @@ from gristmill.common.argschema import validate_args
 from gristmill.common.contracts.runs import (
     FlowPath,
     FlowPreview,
-    Runnable,
-    RunRequest,
-    Trigger,
-    TriggerKind,
 )
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Forbidden, InvalidRequest, NotFound
 from gristmill.common.flows import store, view
 from gristmill.common.flows.engine import resume_signature, resume_step
 from gristmill.common.flows.validate import validate_value
-from gristmill.common.runs import idempotent_job_id
 from gristmill.common.scripts import validate_path
 from gristmill.common.tokens import TokenInfo
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.routes.flows import read_document
-from gristmill.gateway.routes.run import JOB_ID_HEADER, WAIT_RESULT_TIMEOUT_S, submit
+from gristmill.gateway.routes.run import (
+    WAIT_RESULT_TIMEOUT_S,
+    RunOptions,
+    failed_response,
+    json_response,
+    payload_args,
+    poll,
+    run_request,
+    submit,
+    wait_timeout_response,
+)
 
 __all__ = ["ROUTES", "resume_urls_for"]
 
@@ -80,15 +81,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _json_response(
-    value: Any, status: int = 200, job_id: uuid.UUID | None = None
-) -> Response[bytes]:
-    headers = {JOB_ID_HEADER: str(job_id)} if job_id is not None else None
-    return Response(
-        _json.encode(value), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def _args(body: Any, location: str = "body") -> dict[str, Any]:
     if body is None:
         return {}
@@ -97,55 +89,6 @@ def _args(body: Any, location: str = "body") -> dict[str, Any]:
             f"the arguments must be an object, got {type(body).__name__}", location=location
         )
     return body
-
-
-def _payload_args(payload: str | None) -> dict[str, Any]:
-    if not payload:
-        return {}
-    text = payload.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
-    try:
-        decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        args = msgspec.json.decode(decoded)
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise InvalidRequest(
-            f"payload must be base64-encoded JSON: {exc}", location="payload"
-        ) from None
-    return _args(args, "payload")
-
-
-def _request(
-    workspace: str,
-    user: TokenInfo,
-    runnable: Runnable,
-    args: dict[str, Any],
-    *,
-    source: str,
-    job_id: uuid.UUID | None = None,
-    scheduled_in_secs: int | None = None,
-    parent_job: uuid.UUID | None = None,
-    tag: str | None = None,
-    idempotency_key: str | None = None,
-) -> RunRequest:
-    if job_id is None:
-        job_id = idempotent_job_id(workspace, idempotency_key) if idempotency_key else uuid.uuid4()
-    when = (
-        datetime.now(UTC) + timedelta(seconds=scheduled_in_secs)
-        if scheduled_in_secs is not None
-        else None
-    )
-    return RunRequest(
-        job_id=job_id,
-        workspace=workspace,
-        runnable=runnable,
-        requested_by=user.user_id,
-        trigger=Trigger(kind=TriggerKind.API, source=source),
-        args=args,
-        tag=tag,
-        idempotency_key=idempotency_key or None,
-        scheduled_for=when,
-        parent_job=parent_job,
-        requested_at=datetime.now(UTC),
-    )
 
 
 async def _checked_path(
@@ -162,37 +105,26 @@ async def _wait(
     context: GatewayContext, workspace: str, job_id: uuid.UUID, wait_timeout_s: float | None
 ) -> Response[bytes]:
     limit_s = WAIT_RESULT_TIMEOUT_S if wait_timeout_s is None else wait_timeout_s
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    delay = _POLL_FIRST_S
-    while True:
+
+    async def outcome() -> Any:
         row = await view.flow_outcome(context.pool, workspace, job_id)
         if row is None:
             raise NotFound(f"job {job_id} not found", location="id")
-        if row["status"] == "success":
-            return _json_response(row["result"], 200, job_id)
-        if row["status"] is not None:
-            error = dict(row["error"] or {"name": "Error", "message": f"ended as {row['status']}"})
-            error["job_id"] = str(job_id)
-            return _json_response({"error": error}, _FAILED_STATUS, job_id)
-        if row["has_early_result"]:
-            return _json_response(row["early_result"], 200, job_id)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return _json_response(
-                {
-                    "error": {
-                        "code": "wait_timeout",
-                        "message": f"flow {job_id} did not finish within {limit_s:g}s; it is "
-                        "still running",
-                        "data": {"job_id": str(job_id), "waited_s": limit_s},
-                    }
-                },
-                504,
-                job_id,
-            )
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.25, _POLL_MAX_S)
+        done = row["status"] is not None or row["has_early_result"]
+        return row if done else None
+
+    row = await poll(outcome, limit_s)
+    if row is None:
+        return wait_timeout_response(
+            job_id,
+            limit_s,
+            f"flow {job_id} did not finish within {limit_s:g}s; it is still running",
+        )
+    if row["status"] == "success":
+        return json_response(row["result"], 200, job_id)
+    if row["status"] is not None:
+        return failed_response(job_id, row["status"], row["error"])
+    return json_response(row["early_result"], 200, job_id)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -221,17 +153,19 @@ async def run_flow_by_path(
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
     args = await _checked_path(context, workspace, clean, _args(await read_document(request)))
-    run = _request(
+    run = run_request(
         workspace,
         request.user,
         FlowPath(path=clean),
         args,
+        RunOptions(
+            job_id=job_id,
+            scheduled_in_secs=scheduled_in_secs,
+            parent_job=parent_job,
+            tag=tag,
+            idempotency_key=idempotency_key,
+        ),
         source=f"jobs/run/f/{clean}",
-        job_id=job_id,
-        scheduled_in_secs=scheduled_in_secs,
-        parent_job=parent_job,
-        tag=tag,
-        idempotency_key=idempotency_key,
     )
     await submit(context, run)
     return str(run.job_id)
@@ -258,15 +192,13 @@ async def run_wait_flow_by_path(
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
     args = await _checked_path(context, workspace, clean, _args(await read_document(request)))
-    run = _request(
+    run = run_request(
         workspace,
         request.user,
         FlowPath(path=clean),
         args,
+        RunOptions(job_id=job_id, tag=tag, idempotency_key=idempotency_key),
         source=f"jobs/run_wait_result/f/{clean}",
-        job_id=job_id,
-        tag=tag,
-        idempotency_key=idempotency_key,
     )
     await submit(context, run)
     return await _wait(context, workspace, run.job_id, wait_timeout_s)
@@ -292,15 +224,14 @@ async def run_wait_flow_by_path_get(
     check_workspace(request.user, workspace)
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
-    args = await _checked_path(context, workspace, clean, _payload_args(payload))
-    run = _request(
+    args = await _checked_path(context, workspace, clean, payload_args(payload))
+    run = run_request(
         workspace,
         request.user,
         FlowPath(path=clean),
         args,
+        RunOptions(job_id=job_id, tag=tag),
         source=f"jobs/run_wait_result/f/{clean}",
-        job_id=job_id,
-        tag=tag,
     )
     await submit(context, run)
     return await _wait(context, workspace, run.job_id, wait_timeout_s)
@@ -327,15 +258,17 @@ async def run_preview_flow(
         raise InvalidRequest('the body must be {"value": ..., "args": ...}', location="body")
     validate_value(body.get("value"))
     path = body.get("path")
-    run = _request(
+    run = run_request(
         workspace,
         request.user,
         FlowPreview(value=body["value"], path=path if isinstance(path, str) else None),
         _args(body.get("args"), "args"),
+        RunOptions(
+            job_id=job_id,
+            tag=body.get("tag") if isinstance(body.get("tag"), str) else None,
+            idempotency_key=idempotency_key,
+        ),
         source="jobs/run/preview_flow",
-        job_id=job_id,
-        tag=body.get("tag") if isinstance(body.get("tag"), str) else None,
-        idempotency_key=idempotency_key,
     )
     await submit(_ctx(state), run)
     return str(run.job_id)
@@ -355,7 +288,7 @@ async def get_user_state(
     """``job_id`` is the flow's (its root flow's, for a step)."""
     check_workspace(request.user, workspace)
     value = await view.get_user_state(_ctx(state).pool, workspace, job_id, key)
-    return _json_response(value)
+    return json_response(value)
 
 
 @post(
@@ -580,7 +513,7 @@ async def approval_page(
     if not hmac.compare_digest(expected, signature):
         raise Forbidden("invalid signature", location="signature")
     status = await view.flow_status_json(context.pool, workspace, row["parent_job"])
-    return _json_response(
+    return json_response(
         {"job_id": str(row["parent_job"]), "step": row["flow_step"], "flow_status": status}
     )
 
