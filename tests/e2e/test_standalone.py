@@ -11,18 +11,9 @@ import httpx
 import pytest
 
 from tests.harness.services import GristmillProcess, free_port, wait_http
+from tests.scripts.standalone import wait_result
 
 TOKEN = "test-admin-token-0123456789"
-
-
-def wait_result(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/api/w/main/jobs_u/completed/get_result_maybe/{job_id}").json()
-        if body["completed"]:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not complete in {timeout}s")
 
 
 @pytest.fixture
