@@ -68,7 +68,10 @@ async def run_service(name: str, settings: Settings, *, burst: bool = False) -> 
             async with kafka_bus(settings, "gristmill-scheduler") as bus:
                 await run_scheduler(pool, bus, settings, stop)
         else:
-            _log.info("no triggers of this kind are served yet; waiting for SIGTERM", service=name)
-            await stop.wait()
+            from gristmill.cli.serve_triggers import run_triggers
+
+            keyring = load_master_keyring(os.environ) if master_key_configured() else None
+            async with kafka_bus(settings, "gristmill-triggers") as bus:
+                await run_triggers(pool, bus, settings, stop, keyring=keyring)
     finally:
         await pool.close()

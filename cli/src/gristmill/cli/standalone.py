@@ -12,6 +12,7 @@ from gristmill.cli.runtime import data_dir, database, make_queue, migrate_dsn, s
 from gristmill.cli.serve_dispatcher import make_dispatcher
 from gristmill.cli.serve_gateway import gateway_context, serve_http
 from gristmill.cli.serve_scheduler import run_scheduler
+from gristmill.cli.serve_triggers import run_triggers
 from gristmill.cli.serve_worker import run_worker
 from gristmill.common.bus.inprocess import InProcessBus
 from gristmill.common.contracts.topics import Topic
@@ -50,6 +51,7 @@ async def run_standalone(settings: Settings, *, announce: Callable[[str], None] 
                 tasks.create_task(dispatcher.maintain(stop))
                 tasks.create_task(run_worker(dsn, pool, queue, settings, stop))
                 tasks.create_task(run_scheduler(pool, bus, settings, stop))
+                tasks.create_task(run_triggers(pool, bus, settings, stop, keyring=keyring))
                 tasks.create_task(
                     serve_http(
                         gateway_context(pool, queue, bus, settings, keyring=keyring), settings, stop
