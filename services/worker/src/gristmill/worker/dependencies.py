@@ -60,6 +60,7 @@ from gristmill.worker.pyenv import (
     normalize_lockfile,
     probe_interpreter,
 )
+from gristmill.worker.sandbox import Sandbox
 
 __all__ = [
     "Prepared",
@@ -121,8 +122,12 @@ class PythonDependencies:
         install_timeout_s: float = 600.0,
         uv_bin: str | None = None,
         scripts: ScriptSource | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.python = python
+        #: Where uv runs (resolving and installing may run a package's build code): the
+        #: jobs' sandbox; ``None`` only on a worker that runs jobs unsandboxed.
+        self.sandbox = sandbox
         self._scripts = scripts
         self.cache_dir = cache_dir
         self._lock_timeout_s = lock_timeout_s
@@ -199,6 +204,7 @@ class PythonDependencies:
                 cache_dir=self.cache_dir,
                 timeout_s=self._lock_timeout_s,
                 uv_bin=self._uv_bin,
+                sandbox=self.sandbox,
             )
             lockfile = resolved.lockfile
             try:
@@ -286,6 +292,7 @@ class PythonDependencies:
             cache_dir=self.cache_dir,
             timeout_s=self._install_timeout_s,
             uv_bin=self._uv_bin,
+            sandbox=self.sandbox,
         )
         if present:
             await on_log(f"{_LOG_PREFIX}environment ready (cached)\n")

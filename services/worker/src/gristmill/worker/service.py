@@ -104,6 +104,7 @@ class Worker:
             python=settings.executor.python_bin,
             cache_dir=settings.jobs_dir.parent / "cache" / "python",
             scripts=self._script_code,
+            sandbox=settings.executor.sandbox,
         )
         self.jobs_done = 0
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,9 @@ from pathlib import Path
 import uv
 
 from gristmill.common.pydeps import DependencyError
+from gristmill.worker.pyenv._sandboxed import tool_sandbox
+from gristmill.worker.sandbox import Sandbox
+from gristmill.worker.sandbox.job import JobSandbox
 
 __all__ = ["Completed", "ToolCall", "find_uv", "record_tool_calls", "run_tool", "uv_environment"]
 
@@ -120,28 +123,56 @@ async def run_tool(
     cwd: Path,
     timeout_s: float,
     stdin: str | None = None,
+    sandbox: Sandbox | None = None,
+    readonly: Sequence[str] = (),
+    writable: Sequence[Path] = (),
 ) -> Completed | None:
     """Run ``argv`` to completion; ``None`` if it outlived ``timeout_s`` seconds (then it
     and its children are killed). Cancellation kills them too.
+
+    With ``sandbox``, it runs in the job sandbox (``_sandboxed.py``) with ``cwd``,
+    ``writable`` read-write and ``readonly`` (besides ``argv[0]``) read-only.
 
     Raises:
         DependencyError: ``argv[0]`` could not be started.
     """
     started = time.perf_counter()
+    box: JobSandbox | None = None
+    command = argv
+    if sandbox is not None:
+        try:
+            box = await tool_sandbox(
+                sandbox, workdir=cwd, readonly=[argv[0], *readonly], writable=writable
+            )
+        except OSError as exc:
+            raise DependencyError(f"could not sandbox {argv[0]}: {exc}") from None
+        command = box.wrap(argv)
+        env = {**env, "HOME": str(cwd), "TMPDIR": "/tmp"}  # noqa: S108  # the sandbox's own tmpfs
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
-            cwd=cwd,
+            # Under a uid of its own, bubblewrap binds cwd from a descriptor.
+            cwd=cwd if box is None else "/",
             start_new_session=True,
+            pass_fds=() if box is None else box.pass_fds,
         )
     except OSError as exc:
+        if box is not None:
+            box.finish()
         raise DependencyError(f"could not start {argv[0]}: {exc}") from None
     outcome: Completed | None = None
     try:
+        if box is not None:
+            box.started()
+            if box.handshake_fd is not None:
+                try:
+                    await asyncio.to_thread(box.complete_handshake)
+                except (OSError, TimeoutError) as exc:
+                    raise DependencyError(f"could not sandbox {argv[0]}: {exc}") from None
         async with asyncio.timeout(timeout_s):
             out, err = await process.communicate(stdin.encode() if stdin is not None else None)
         outcome = Completed(
@@ -156,6 +187,8 @@ async def run_tool(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await asyncio.shield(process.wait())
+        if box is not None:
+            box.finish()
         call = ToolCall(
             argv=tuple(argv),
             returncode=None if outcome is None else outcome.returncode,

@@ -37,9 +37,10 @@ from typing import Literal
 
 from gristmill.common.pydeps import DependencyError
 from gristmill.worker.pyenv._diagnostics import uv_failure
-from gristmill.worker.pyenv._process import find_uv, run_tool, uv_environment
+from gristmill.worker.pyenv._process import Completed, find_uv, run_tool, uv_environment
 from gristmill.worker.pyenv.interpreter import Interpreter, probe_interpreter
 from gristmill.worker.pyenv.lock import lockfile_digest, normalize_lockfile
+from gristmill.worker.sandbox import Sandbox
 
 __all__ = ["ENV_LOCKFILE", "ensure_env", "env_dir", "sys_path_code"]
 
@@ -65,9 +66,13 @@ async def ensure_env(
     timeout_s: float = DEFAULT_INSTALL_TIMEOUT_S,
     uv_bin: str | None = None,
     link_mode: Literal["copy", "hardlink"] = "copy",
+    sandbox: Sandbox | None = None,
 ) -> Path | None:
     """The directory holding ``lockfile``'s packages for the interpreter ``python``,
     installed if need be; ``None`` for a lockfile that pins nothing.
+
+    With ``sandbox`` (the jobs' sandbox), uv runs inside it, in the staging directory:
+    installing may build a source distribution, which runs that package's code.
 
     Raises:
         DependencyError: the lockfile is malformed, uv failed to install it (``stderr``
@@ -115,6 +120,9 @@ async def ensure_env(
                 cache_dir=cache_dir,
                 deadline=deadline,
                 requested=normalized.splitlines(),
+                sandbox=sandbox,
+                stage=stage,
+                interpreter=interpreter,
             )
             (target / ENV_LOCKFILE).write_text(normalized, encoding="utf-8")
             target.rename(final)
@@ -146,15 +154,28 @@ async def _install(
     cache_dir: Path,
     deadline: float,
     requested: Iterable[str],
+    sandbox: Sandbox | None,
+    stage: Path,
+    interpreter: Interpreter,
 ) -> None:
     env = uv_environment(cache_dir / "uv")
-    offline = await run_tool(
-        [*argv, "--offline"], env=env, cwd=cache_dir, timeout_s=_remaining(deadline)
-    )
+
+    async def attempt(command: list[str]) -> Completed | None:
+        return await run_tool(
+            command,
+            env=env,
+            cwd=stage,
+            timeout_s=_remaining(deadline),
+            sandbox=sandbox,
+            readonly=[interpreter.path],
+            writable=[cache_dir / "uv"],
+        )
+
+    offline = await attempt([*argv, "--offline"])
     if offline is not None and offline.returncode == 0:
         return
     shutil.rmtree(target, ignore_errors=True)
-    online = await run_tool(argv, env=env, cwd=cache_dir, timeout_s=_remaining(deadline))
+    online = await attempt(argv)
     if online is None:
         raise DependencyError("installing the script's dependencies took too long", transient=True)
     if online.returncode != 0:

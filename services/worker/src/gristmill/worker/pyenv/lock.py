@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from gristmill.common.pydeps import (
 from gristmill.worker.pyenv._diagnostics import uv_failure
 from gristmill.worker.pyenv._process import find_uv, run_tool, uv_environment
 from gristmill.worker.pyenv.interpreter import probe_interpreter
+from gristmill.worker.sandbox import Sandbox
 
 __all__ = ["LockResult", "lock", "lockfile_digest", "normalize_lockfile"]
 
@@ -77,11 +80,14 @@ async def lock(
     cache_dir: Path,
     timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     uv_bin: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> LockResult:
     """Resolve ``requirements`` for the job interpreter ``python`` (a path, or a version
     such as ``"3.11"``) with ``uv pip compile``.
 
     ``cache_dir`` is the worker's Python cache; uv's own cache is ``cache_dir/uv``.
+    With ``sandbox`` (the jobs' sandbox), uv runs inside it: resolving may build a
+    source distribution, which runs that package's code.
     No requirements make an empty lockfile and start no process.
 
     Raises:
@@ -113,13 +119,22 @@ async def lock(
         "--color",
         "never",
     ]
-    done = await run_tool(
-        argv,
-        stdin="".join(f"{text}\n" for text in checked),
-        env=uv_environment(cache_dir / "uv"),
-        cwd=cache_dir,
-        timeout_s=timeout_s,
-    )
+    scratch = cache_dir / "tmp"
+    scratch.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="lock.", dir=scratch))
+    try:
+        done = await run_tool(
+            argv,
+            stdin="".join(f"{text}\n" for text in checked),
+            env=uv_environment(cache_dir / "uv"),
+            cwd=workdir,
+            timeout_s=timeout_s,
+            sandbox=sandbox,
+            readonly=interpreter_args[1:],
+            writable=[cache_dir / "uv"],
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if done is None:
         raise DependencyError(
             f"resolving the script's dependencies took longer than {timeout_s:g} s",

@@ -42,11 +42,14 @@ def bwrap_options(
     files: Sequence[tuple[int, str]],
     seccomp_fd: int | None,
     tmp_mb: int,
+    writable: Sequence[tuple[int, str]] = (),
 ) -> list[str]:
     """bubblewrap's options, up to (not including) ``--`` and the command.
 
     ``readonly``: ``(fd, path)`` host paths to show read-only at ``path``; ``files``:
-    ``(fd, path)`` files written for the job; ``seccomp_fd``: the filter program.
+    ``(fd, path)`` files written for the job; ``seccomp_fd``: the filter program;
+    ``writable``: ``(fd, path)`` more host directories to show read-write at ``path``
+    (the dependency installer's cache; never given to a user's job).
     """
     policy = sandbox.policy
     args = [
@@ -85,6 +88,8 @@ def bwrap_options(
     args += ["--symlink", "../tmp", _VAR_TMP]
     for fd, path in readonly:
         args += ["--ro-bind-fd", str(fd), path]
+    for fd, path in writable:
+        args += ["--bind-fd", str(fd), path]
     args += ["--bind-fd", str(workdir_fd), policy.workdir, "--chdir", policy.workdir]
     args += ["--remount-ro", "/"]
     if seccomp_fd is not None:

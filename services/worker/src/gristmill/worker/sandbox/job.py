@@ -125,8 +125,14 @@ class JobSandbox:
         workdir: Path,
         readonly_paths: Sequence[str],
         limits: Limits,
+        writable_paths: Sequence[str] = (),
+        user: int | None = None,
     ) -> None:
         """Prepare everything the job's process will be handed.
+
+        ``writable_paths``: host directories shown read-write at their own paths
+        besides ``workdir``; ``user``: a fixed host uid to run as instead of one of
+        the per-job uids (where jobs get their own), which ``workdir`` is given to.
 
         Raises ``OSError`` (nothing is left behind then).
         """
@@ -144,8 +150,11 @@ class JobSandbox:
         handshake: list[str] = []
         try:
             if sandbox.job_uids and policy.job_uid_base is not None:
-                self._slot = _slots.acquire()
-                self.user = policy.job_uid_base + self._slot
+                if user is None:
+                    self._slot = _slots.acquire()
+                    self.user = policy.job_uid_base + self._slot
+                else:
+                    self.user = user
                 _chown_tree(workdir, self.user)
                 info_r, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 os.set_blocking(info_w, True)
@@ -161,6 +170,10 @@ class JobSandbox:
             readonly = [
                 (self._keep(os.open(path, os.O_PATH | os.O_CLOEXEC)), path)
                 for path in readonly_mounts(sandbox, readonly_paths)
+            ]
+            writable = [
+                (self._keep(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)), path)
+                for path in writable_paths
             ]
             written = synthesized(
                 uid=policy.uid,
@@ -178,6 +191,7 @@ class JobSandbox:
                 files=files,
                 seccomp_fd=filter_fd,
                 tmp_mb=limits.tmp_mb,
+                writable=writable,
             )
         except BaseException:
             self.finish()
