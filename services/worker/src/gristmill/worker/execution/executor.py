@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -14,7 +17,7 @@ from gristmill.worker.execution.logs import LogPump, OnLog
 from gristmill.worker.execution.process_tree import ProcessTree, terminate
 from gristmill.worker.execution.request import ExecutionOutcome, ExecutionRequest
 from gristmill.worker.execution.runners import runner_for, supported_languages
-from gristmill.worker.execution.runners.base import Finished, Runner
+from gristmill.worker.execution.runners.base import Builds, Finished, Runner
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = ["execute"]
@@ -45,11 +48,33 @@ async def execute(
         return _failed(failures.canceled())
     if not request.workdir.is_dir():
         raise NotADirectoryError(f"the job's workdir {request.workdir} is not a directory")
+    if isinstance(runner, Builds):
+        built = await _unless_canceled(runner.build(request, settings), cancel)
+        if not built:
+            return _failed(failures.canceled())
     try:
         command = runner.prepare(request, settings)
     except OSError as exc:
         return _failed(failures.launch_failed(f"the {request.language} job", exc))
     return await _run(request, runner, command, on_log=on_log, cancel=cancel, settings=settings)
+
+
+async def _unless_canceled(step: Coroutine[Any, Any, None], cancel: asyncio.Event) -> bool:
+    """Run ``step`` unless ``cancel`` is set first (then ``step`` is cancelled): done?"""
+    task = asyncio.ensure_future(step)
+    canceled = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({task, canceled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        canceled.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 async def _run(

@@ -12,11 +12,9 @@ URL, for example) and its cache directory.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -26,9 +24,8 @@ from pathlib import Path
 import uv
 
 from gristmill.common.pydeps import DependencyError
-from gristmill.worker.pyenv._sandboxed import tool_sandbox
-from gristmill.worker.sandbox import Sandbox
-from gristmill.worker.sandbox.job import JobSandbox
+from gristmill.worker.sandbox import Sandbox, tools
+from gristmill.worker.sandbox.tools import Completed
 
 __all__ = ["Completed", "ToolCall", "find_uv", "record_tool_calls", "run_tool", "uv_environment"]
 
@@ -62,13 +59,6 @@ class ToolCall:
     argv: tuple[str, ...]
     returncode: int | None
     seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 _recorders: ContextVar[tuple[list[ToolCall], ...]] = ContextVar("pyenv_recorders", default=())
@@ -127,68 +117,28 @@ async def run_tool(
     readonly: Sequence[str] = (),
     writable: Sequence[Path] = (),
 ) -> Completed | None:
-    """Run ``argv`` to completion; ``None`` if it outlived ``timeout_s`` seconds (then it
-    and its children are killed). Cancellation kills them too.
-
-    With ``sandbox``, it runs in the job sandbox (``_sandboxed.py``) with ``cwd``,
-    ``writable`` read-write and ``readonly`` (besides ``argv[0]``) read-only.
+    """:func:`gristmill.worker.sandbox.tools.run_tool`, recorded (see the module's
+    docstring). With ``sandbox``, uv runs in it: it may build a package's code.
 
     Raises:
         DependencyError: ``argv[0]`` could not be started.
     """
     started = time.perf_counter()
-    box: JobSandbox | None = None
-    command = argv
-    if sandbox is not None:
-        try:
-            box = await tool_sandbox(
-                sandbox, workdir=cwd, readonly=[argv[0], *readonly], writable=writable
-            )
-        except OSError as exc:
-            raise DependencyError(f"could not sandbox {argv[0]}: {exc}") from None
-        command = box.wrap(argv)
-        env = {**env, "HOME": str(cwd), "TMPDIR": "/tmp"}  # noqa: S108  # the sandbox's own tmpfs
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            # Under a uid of its own, bubblewrap binds cwd from a descriptor.
-            cwd=cwd if box is None else "/",
-            start_new_session=True,
-            pass_fds=() if box is None else box.pass_fds,
-        )
-    except OSError as exc:
-        if box is not None:
-            box.finish()
-        raise DependencyError(f"could not start {argv[0]}: {exc}") from None
     outcome: Completed | None = None
     try:
-        if box is not None:
-            box.started()
-            if box.handshake_fd is not None:
-                try:
-                    await asyncio.to_thread(box.complete_handshake)
-                except (OSError, TimeoutError) as exc:
-                    raise DependencyError(f"could not sandbox {argv[0]}: {exc}") from None
-        async with asyncio.timeout(timeout_s):
-            out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-        outcome = Completed(
-            returncode=process.returncode if process.returncode is not None else -1,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
+        outcome = await tools.run_tool(
+            argv,
+            env=env,
+            cwd=cwd,
+            timeout_s=timeout_s,
+            stdin=stdin,
+            sandbox=sandbox,
+            readonly=readonly,
+            writable=writable,
         )
-    except TimeoutError:
-        pass
+    except tools.ToolUnavailable as exc:
+        raise DependencyError(str(exc)) from None
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.shield(process.wait())
-        if box is not None:
-            box.finish()
         call = ToolCall(
             argv=tuple(argv),
             returncode=None if outcome is None else outcome.returncode,

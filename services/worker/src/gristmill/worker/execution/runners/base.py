@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -14,6 +14,7 @@ from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = [
+    "Builds",
     "Envelope",
     "Finished",
     "ReportedError",
@@ -61,6 +62,17 @@ class Runner(Protocol):
 
     def collect(self, finished: Finished, settings: ExecutorSettings) -> RunResult:
         """Turn an exited process (and what it left in the workdir) into a result."""
+        ...
+
+
+@runtime_checkable
+class Builds(Protocol):
+    """A runner with a step before ``prepare`` that runs a tool (a compiler) outside
+    the job's process, in the tools' sandbox (``gristmill.worker.sandbox.tools``)."""
+
+    async def build(self, request: ExecutionRequest, settings: ExecutorSettings) -> None:
+        """Make what ``prepare`` needs; a failure is left for ``prepare``/``collect``
+        to report as the job's error (e.g. a compile log in the job's directory)."""
         ...
 
 

@@ -20,10 +20,14 @@ calls ``main``, and ``main.go`` (``go_wrapper.go.tmpl``), the program: it writes
 ``.gristmill/result.json``. A returned error is named after its Go type; a panic is
 ``Panic`` with the goroutine's stack.
 
-The job's process builds ``<cache>/<digest>/main`` when it is missing (to a
-temporary name, then renamed, so concurrent first runs are safe) and then runs it:
-the compiler runs inside the job, under its timeout and cancellation, and every later
-run of the same version starts the cached binary directly. Compiler output goes to
+``<cache>/<digest>/main`` is built when missing (to a temporary name, then renamed,
+so concurrent first runs are safe), and every later run of the same version starts
+the cached binary directly. Sandboxed (the default), the worker builds it before the
+job starts (``build``), with the compiler in the tools' sandbox
+(``gristmill.worker.sandbox.tools``: the build cache writable, nothing else of the
+worker visible), and the job's sandbox shows it only the binary, read-only: no job
+can write a build another job runs. Unsandboxed, the job's own process builds it,
+under its timeout and cancellation. Compiler output goes to
 ``.gristmill/compile.log``; a failed build becomes ``CompilationError`` with the line
 and column in the script. The build is offline and standard library only
 (``GOPROXY=off``, ``GOFLAGS=-mod=mod``, ``CGO_ENABLED=0``), with ``GOCACHE`` and
@@ -57,6 +61,7 @@ from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.runners.base import Finished, RunResult, collect_envelope
 from gristmill.worker.execution.settings import ExecutorSettings
+from gristmill.worker.sandbox import tools
 
 __all__ = ["COMPILE_FAILED", "WRAPPER", "GoRunner", "go_cache_dir"]
 
@@ -74,6 +79,8 @@ _MODULE: Final = "gristmill.local/job"
 _DIGEST_CHARS: Final = 32
 #: Bump when the generated files change, so older builds are not reused.
 _GENERATION: Final = "1"
+#: A first build also compiles what it uses of the standard library into GOCACHE.
+_BUILD_TIMEOUT_S: Final = 600.0
 _INSTALL_HINT: Final = "install Go (scripts/install-runtimes, or apt-get install golang-go)"
 # Build if the binary is missing, then run it. $1 go, $2 module dir, $3 binary.
 _LAUNCHER: Final = f"""set -u
@@ -118,6 +125,29 @@ def go_cache_dir(request: ExecutionRequest, settings: ExecutorSettings) -> Path:
         return Path(configured)
     # A worker's workdirs are <data dir>/jobs/<job id>; its caches are <data dir>/cache.
     return request.workdir.absolute().parent.parent / "cache" / "go"
+
+
+def _digest(go: str, code: str) -> str:
+    """A version's identity: the generated files, the compiler and the script."""
+    text = "\0".join((_GENERATION, go, _wrapper_source(), code))
+    return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()[:_DIGEST_CHARS]
+
+
+def _go_environment(cache: Path) -> dict[str, str]:
+    """An offline, standard-library-only build with its caches under ``cache``."""
+    return {
+        "GOCACHE": str(cache / "gocache"),
+        "GOPATH": str(cache / "gopath"),
+        "GOMODCACHE": str(cache / "gopath" / "pkg" / "mod"),
+        "GOFLAGS": "-mod=mod",
+        "GOPROXY": "off",
+        "GOSUMDB": "off",
+        "GOTOOLCHAIN": "local",
+        "GO111MODULE": "on",
+        "GOENV": "off",
+        "GOTELEMETRY": "off",
+        "CGO_ENABLED": "0",
+    }
 
 
 def _entry_source(code: str) -> str:
@@ -181,24 +211,56 @@ class GoRunner:
     def language(self) -> str:
         return "go"
 
+    async def build(self, request: ExecutionRequest, settings: ExecutorSettings) -> None:
+        """Sandboxed: compile the version's binary in the tools' sandbox unless cached.
+
+        A compile failure is written to the job's compile log, which ``prepare`` and
+        ``collect`` turn into the job's ``CompilationError``.
+        """
+        if settings.sandbox is None:
+            return  # the job's launcher compiles
+        try:
+            go = _go_bin(settings)
+        except OSError:
+            return  # prepare reports it
+        cache = go_cache_dir(request, settings)
+        version_dir = cache / "scripts" / _digest(go, request.code)
+        if (version_dir / "main").is_file():
+            return
+        (request.workdir / _CONTROL_DIR).mkdir(exist_ok=True)
+        try:
+            _write_module(version_dir / "src", request.code)
+        except InvalidRequest:
+            return  # prepare reports it
+        stage = Path(tempfile.mkdtemp(dir=version_dir, prefix=".build-"))
+        try:
+            shutil.copytree(version_dir / "src", stage, dirs_exist_ok=True)
+            try:
+                done = await tools.run_tool(
+                    [go, "build", "-trimpath", "-o", "main", "."],
+                    env={"PATH": settings.default_path, **_go_environment(cache)},
+                    cwd=stage,
+                    timeout_s=_BUILD_TIMEOUT_S,
+                    sandbox=settings.sandbox,
+                    writable=[cache / "gocache", cache / "gopath"],
+                )
+            except tools.ToolUnavailable as exc:
+                done = tools.Completed(returncode=1, stdout="", stderr=str(exc))
+            if done is None:
+                log = f"the Go build took longer than {_BUILD_TIMEOUT_S:g} s\n"
+            elif done.returncode != 0:
+                log = done.stdout + done.stderr
+            else:
+                os.rename(stage / "main", version_dir / "main")
+                return
+            (request.workdir / _COMPILE_LOG).write_text(log, encoding="utf-8")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
     def prepare(self, request: ExecutionRequest, settings: ExecutorSettings) -> Command:
-        if settings.sandbox is not None:
-            # The job compiles into a shared build cache, which the sandbox mounts
-            # read-only (and must not let one job write for another).
-            raise OSError(
-                errno.EPERM,
-                "Go jobs cannot run sandboxed yet (their compile step needs a build "
-                "cache the sandbox keeps read-only); run them on a worker group started "
-                "with --insecure-no-sandbox and the `go` tag",
-            )
         go = _go_bin(settings)
         cache = go_cache_dir(request, settings)
-        digest = hashlib.sha256(
-            "\0".join((_GENERATION, go, _wrapper_source(), request.code)).encode(
-                "utf-8", errors="replace"
-            )
-        ).hexdigest()[:_DIGEST_CHARS]
-        version_dir = cache / "scripts" / digest
+        version_dir = cache / "scripts" / _digest(go, request.code)
         workdir = request.workdir
         (workdir / _CONTROL_DIR).mkdir(exist_ok=True)
         (workdir / _RESULT).unlink(missing_ok=True)
@@ -209,19 +271,12 @@ class GoRunner:
             # main's signature does not parse: let the compiler say why, on the script alone.
             (workdir / _COMPILE_LOG).write_text(f"{_SCRIPT}:1:1: {exc.message}\n", encoding="utf-8")
             return Command(argv=("/bin/sh", "-c", f"exit {COMPILE_FAILED}"))
-        environment = {
-            "GOCACHE": str(cache / "gocache"),
-            "GOPATH": str(cache / "gopath"),
-            "GOMODCACHE": str(cache / "gopath" / "pkg" / "mod"),
-            "GOFLAGS": "-mod=mod",
-            "GOPROXY": "off",
-            "GOSUMDB": "off",
-            "GOTOOLCHAIN": "local",
-            "GO111MODULE": "on",
-            "GOENV": "off",
-            "GOTELEMETRY": "off",
-            "CGO_ENABLED": "0",
-        }
+        if settings.sandbox is not None:
+            binary = version_dir / "main"
+            if not binary.is_file():  # build() wrote the compile log
+                return Command(argv=("/bin/sh", "-c", f"exit {COMPILE_FAILED}"))
+            return Command(argv=(str(binary), _ARGS, _RESULT), readonly_paths=(str(binary),))
+        environment = _go_environment(cache)
         env_bin = shutil.which("env", path="/usr/bin:/bin") or "/usr/bin/env"
         return Command(
             argv=(
