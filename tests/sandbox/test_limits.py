@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import time
 
 import msgspec
@@ -17,6 +18,7 @@ from gristmill.worker.sandbox import Sandbox, detect
 from tests.sandbox.conftest import (
     LIMITS,
     DataDir,
+    Logs,
     assert_next_job_runs,
     policy,
     run,
@@ -252,3 +254,43 @@ async def test_open_files_stop_at_their_limit(
     count, code_ = outcome.result
     assert code_ == errno.EMFILE
     assert count < OPEN_FILES
+
+
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+async def test_a_stopped_job_gets_its_sigterm_grace_inside_the_sandbox(
+    sandbox: Sandbox, data_dir: DataDir, stop: str
+) -> None:
+    """SIGTERM reaches the job's own process (not only bubblewrap, whose death would
+    take the job down at once), so its clean-up code runs before the SIGKILL."""
+    settings = ExecutorSettings(sandbox=sandbox, kill_grace_s=5.0)
+    code = """
+        import signal, sys, time
+
+        def cleanup(signum, frame):
+            time.sleep(0.5)  # clean-up that takes a moment
+            print("cleaned up after signal", signum, flush=True)
+            sys.exit(3)
+
+        signal.signal(signal.SIGTERM, cleanup)
+
+        def main():
+            print("started", flush=True)
+            time.sleep(60)
+    """
+    cancel = asyncio.Event()
+
+    async def on_chunk(text: str) -> None:
+        if "started" in text and stop == "cancel":
+            cancel.set()
+
+    outcome, logs = await run(
+        settings,
+        data_dir.workdir(),
+        code,
+        cancel=cancel,
+        timeout_s=60 if stop == "cancel" else 1.5,
+        logs=Logs(on_chunk),
+    )
+    expected = ExitReason.CANCELED if stop == "cancel" else ExitReason.TIMEOUT
+    assert outcome.exit_reason is expected
+    assert f"cleaned up after signal {signal.SIGTERM.value}" in logs.text

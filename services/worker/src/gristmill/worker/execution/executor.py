@@ -99,7 +99,9 @@ async def _run(
         await pump.attach(launched.outputs)
         stopped_by = await _wait(process, cancel, request.timeout_s)
         if stopped_by is not None:
-            await terminate(tree, grace_s=settings.kill_grace_s)
+            await terminate(
+                tree, grace_s=settings.kill_grace_s, sandboxed=settings.sandbox is not None
+            )
             await process.wait_exited()
         duration_ms = round((loop.time() - started) * 1000)
         # The first process is a zombie until reaped, so its pid (the job's process group

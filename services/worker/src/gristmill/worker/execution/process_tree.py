@@ -192,10 +192,22 @@ def _signal_exactly(pid: int, start: int, sig: int) -> None:
         os.close(pidfd)
 
 
-async def terminate(tree: ProcessTree, *, grace_s: float) -> None:
-    """SIGTERM the tree, give it ``grace_s`` to exit, then SIGKILL what is left."""
+async def terminate(tree: ProcessTree, *, grace_s: float, sandboxed: bool = False) -> None:
+    """SIGTERM the tree, give it ``grace_s`` to exit, then SIGKILL what is left.
+
+    ``sandboxed``: the tree is the sandbox's plumbing (bubblewrap and what enters it)
+    around the job's own processes in a pid namespace of their own. SIGTERM then goes
+    to the job's processes only: bubblewrap dies of it at once and takes the job with
+    it (``--die-with-parent``), which would leave the job no grace at all. Once they
+    exit, the namespace's init and bubblewrap follow by themselves.
+    """
     tree.refresh()
-    tree.signal(signal.SIGTERM)
+    inner = _inside_namespaces(tree.pids) if sandboxed else []
+    if inner:
+        for pid, start in inner:
+            _signal_exactly(pid, start, signal.SIGTERM)
+    else:
+        tree.signal(signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s
     while loop.time() < deadline:
@@ -205,3 +217,28 @@ async def terminate(tree: ProcessTree, *, grace_s: float) -> None:
         if not tree.alive():
             return
     tree.kill()
+
+
+def _nspids(pid: int) -> list[str]:
+    """``pid``'s ids in each pid namespace, outermost first (``NSpid``); [] if gone."""
+    try:
+        with open(f"{_PROC}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return line.decode().split()[1:]
+    except OSError:
+        return []
+    return []
+
+
+def _inside_namespaces(pids: frozenset[int]) -> list[tuple[int, int]]:
+    """``(pid, start)`` of those of ``pids`` that run in a pid namespace below the
+    worker's, other than as its init (bubblewrap's inner process)."""
+    depth = len(_nspids(os.getpid())) or 1
+    found: list[tuple[int, int]] = []
+    for pid in pids:
+        ids = _nspids(pid)
+        stat = _read_stat(pid)
+        if len(ids) > depth and ids[-1] != "1" and stat is not None:
+            found.append((pid, stat.start))
+    return found
