@@ -261,7 +261,7 @@ def test_text_body_and_failure(gristmill: httpx.Client, standalone: Standalone) 
         "u/admin/ht_fail2",
         route_path="fail2",
         script_path="u/admin/ht_fail",
-        workspaced_route=True,
+        is_static_website=True,
     )
     assert unsupported.status_code == 400, unsupported.text
 

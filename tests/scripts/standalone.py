@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -40,6 +41,8 @@ class Standalone:
     process: GristmillProcess
     base_url: str
     database_url: str
+    #: Its ``GRISTMILL_DATA_DIR`` (the master key file, the jobs' directories).
+    data_dir: Path | None = None
 
     async def token_for(self, user: str, *, admin: bool = False) -> str:
         """A token of a (new) user."""
@@ -89,7 +92,9 @@ async def standalone(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/api/version", process=process)
-        yield Standalone(process=process, base_url=base, database_url=url)
+        yield Standalone(
+            process=process, base_url=base, database_url=url, data_dir=workdir / "data"
+        )
         process.assert_alive()
     finally:
         process.terminate()

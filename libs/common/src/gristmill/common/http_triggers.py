@@ -1,16 +1,21 @@
-"""HTTP routes: user-defined endpoints (``/api/r/<route>``) that run a script.
+"""HTTP routes: user-defined endpoints (``/api/r/<route>``) that run a script or a flow
+(``is_flow``; ``script_path`` is then the flow's path).
 
 A route pattern is segments separated by ``/``: literal segments (letters, digits,
 ``-``, ``_``, ``.``, ``~``) and parameters, written ``:name`` (Windmill's syntax) or
-``{name}``. Routes are global to the instance, as in Windmill: two triggers may not
-hold the same method and an equivalent pattern (``a/:x`` and ``a/{y}``), in any
-workspace. When a request matches several patterns, the one with the most literal
-segments, earliest, wins (``a/b`` before ``a/:x``).
+``{name}``. A route is served at ``/api/r/<route>`` (instance-wide: claimed only by
+an admin, through the gateway) or, with ``workspaced_route``, at
+``/api/r/<workspace>/<route>``. Two triggers may not hold the same method and an
+equivalent served route (``a/:x`` and ``a/{y}``), in any workspace. When a request
+matches several patterns, the one with the most literal segments, earliest, wins
+(``a/b`` before ``a/:x``).
 
 Authentication methods: ``none`` (public), ``windmill`` (a Gristmill token, as for
 the API) and ``signature`` (header ``X-Signature``: the hex HMAC-SHA256 of the raw
 request body keyed with the trigger's ``signature_secret``; a ``sha256=`` prefix is
-accepted). The secret is stored with the trigger and never answered by reads.
+accepted). The secret is encrypted at rest with the workspace's data key, as secret
+variables are (bound to the trigger's path; re-encrypted by ``gristmill secrets
+rotate``), and never answered by reads.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
-from gristmill.common.errors import Conflict, InvalidRequest, NotFound
+from gristmill.common.errors import Conflict, GristmillError, InvalidRequest, NotFound
+from gristmill.common.keystore import KeyStore, http_trigger_secret_name
 from gristmill.common.scripts import Executor
+from gristmill.common.secrets import encrypt_secret
 
 __all__ = [
     "AUTH_METHODS",
@@ -41,6 +49,7 @@ __all__ = [
     "parse_route",
     "set_enabled",
     "signature_ok",
+    "signature_secret",
     "update",
 ]
 
@@ -68,8 +77,22 @@ class HttpTrigger(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     edited_by: str
     edited_at: datetime
-    #: Internal: the secret of the ``signature`` method (not serialised by the API).
+    #: Served at ``/api/r/<workspace>/<route_path>``.
+    workspaced_route: bool = False
+    #: The body is the ``body`` argument, whole, instead of spread into arguments.
+    wrap_body: bool = False
+    #: The body is also the ``raw_string`` argument, unparsed.
+    raw_string: bool = False
+    #: Internal: the secret of the ``signature`` method, encrypted (not serialised by
+    #: the API; see ``signature_secret``).
     signature_secret: str | None = None
+
+    @property
+    def served_route(self) -> str:
+        """The route as requested under ``/api/r/``."""
+        return (
+            f"{self.workspace_id}/{self.route_path}" if self.workspaced_route else self.route_path
+        )
 
 
 class TriggerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +106,9 @@ class TriggerSettings(msgspec.Struct, frozen=True, kw_only=True):
     authentication_method: str = "none"
     signature_secret: str | None = None
     enabled: bool | None = None
+    workspaced_route: bool = False
+    wrap_body: bool = False
+    raw_string: bool = False
 
 
 def parse_route(route_path: str) -> tuple[str, list[str | None], str]:
@@ -120,14 +146,16 @@ def parse_route(route_path: str) -> tuple[str, list[str | None], str]:
     return clean, names, "/".join(key)
 
 
-def _check(settings: TriggerSettings) -> tuple[str, str, int]:
-    clean, names, key = parse_route(settings.route_path)
+def _check(settings: TriggerSettings, workspace: str) -> tuple[str, str, int]:
+    """``(clean route, route key, segments)``; a workspaced route's key and segments are
+    those of the route it is served at (``<workspace>/<route>``)."""
+    clean, _, _ = parse_route(settings.route_path)
+    served = f"{workspace}/{clean}" if settings.workspaced_route else clean
+    _, names, key = parse_route(served)
     if settings.http_method not in METHODS:
         raise InvalidRequest(
             f"http_method must be one of {', '.join(METHODS)}", location="http_method"
         )
-    if settings.is_flow:
-        raise InvalidRequest("routes to flows are not supported yet", location="is_flow")
     if settings.authentication_method not in AUTH_METHODS:
         raise InvalidRequest(
             f"authentication_method must be one of {', '.join(AUTH_METHODS)}",
@@ -166,12 +194,50 @@ def _needs_secret(settings: TriggerSettings, existing: str | None) -> None:
         )
 
 
+def _keys_or_fail(keystore: KeyStore | None) -> KeyStore:
+    if keystore is None:
+        raise GristmillError(
+            "signature secrets are unavailable: this server has no master key (set "
+            "GRISTMILL_MASTER_KEY or GRISTMILL_MASTER_KEY_FILE)"
+        )
+    return keystore
+
+
+async def _seal(
+    conn: Conn, keystore: KeyStore | None, workspace: str, path: str, secret: str | None
+) -> str | None:
+    """The stored (encrypted) form of ``secret``; call inside a transaction."""
+    if not secret:
+        return None
+    keys = await _keys_or_fail(keystore).lock_or_create(conn, workspace)
+    return encrypt_secret(keys, http_trigger_secret_name(path), secret)
+
+
+async def signature_secret(
+    conn: Conn | asyncpg.Pool, keystore: KeyStore | None, trigger: HttpTrigger
+) -> str | None:
+    """The plaintext signature secret of ``trigger`` (``None`` if it has none)."""
+    if not trigger.signature_secret:
+        return None
+    return await _keys_or_fail(keystore).decrypt(
+        conn, trigger.workspace_id, http_trigger_secret_name(trigger.path), trigger.signature_secret
+    )
+
+
 async def create(
-    conn: Executor, workspace: str, path: str, settings: TriggerSettings, *, editor: str
+    conn: Conn,
+    workspace: str,
+    path: str,
+    settings: TriggerSettings,
+    *,
+    editor: str,
+    keystore: KeyStore | None,
 ) -> HttpTrigger:
-    clean, key, segments = _check(settings)
+    """Save a new route; call inside a transaction (the secret is sealed in it)."""
+    clean, key, segments = _check(settings, workspace)
     _needs_secret(settings, None)
     await _check_free(conn, workspace, None, settings.http_method, key)
+    sealed = await _seal(conn, keystore, workspace, path, settings.signature_secret)
     try:
         row = await conn.fetchrow(
             _Q["insert"],
@@ -185,9 +251,12 @@ async def create(
             settings.is_flow,
             settings.is_async,
             settings.authentication_method,
-            settings.signature_secret or None,
+            sealed,
             True if settings.enabled is None else settings.enabled,
             editor,
+            settings.workspaced_route,
+            settings.wrap_body,
+            settings.raw_string,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(
@@ -199,12 +268,20 @@ async def create(
 
 
 async def update(
-    conn: Executor, workspace: str, path: str, settings: TriggerSettings, *, editor: str
+    conn: Conn,
+    workspace: str,
+    path: str,
+    settings: TriggerSettings,
+    *,
+    editor: str,
+    keystore: KeyStore | None,
 ) -> HttpTrigger:
+    """Change a route; call inside a transaction (a new secret is sealed in it)."""
     current = await get(conn, workspace, path)
-    clean, key, segments = _check(settings)
+    clean, key, segments = _check(settings, workspace)
     _needs_secret(settings, current.signature_secret)
     await _check_free(conn, workspace, path, settings.http_method, key)
+    sealed = await _seal(conn, keystore, workspace, path, settings.signature_secret)
     try:
         row = await conn.fetchrow(
             _Q["update"],
@@ -218,9 +295,12 @@ async def update(
             settings.is_flow,
             settings.is_async,
             settings.authentication_method,
-            settings.signature_secret or None,
+            sealed,
             settings.enabled,
             editor,
+            settings.workspaced_route,
+            settings.wrap_body,
+            settings.raw_string,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(
@@ -262,7 +342,10 @@ async def match(
     best: tuple[int, asyncpg.Record, dict[str, str]] | None = None
     other_method = False
     for row in rows:
-        clean, names, _ = parse_route(row["route_path"])
+        served = row["route_path"]
+        if row["workspaced_route"]:
+            served = f"{row['workspace_id']}/{served}"
+        clean, names, _ = parse_route(served)
         params: dict[str, str] = {}
         literals = 0
         for name, pattern, part in zip(names, clean.split("/"), parts, strict=True):

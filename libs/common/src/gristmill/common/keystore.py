@@ -77,6 +77,12 @@ _LOCAL_MASTER_KEY_ID = "k1"
 # -- the master keyring -------------------------------------------------------------
 
 
+def http_trigger_secret_name(path: str) -> str:
+    """The name an HTTP route's signature secret is encrypted under (never a variable's:
+    variable paths have no ``:``), so its ciphertext decrypts for that route only."""
+    return f"http_trigger:{path}"
+
+
 def master_key_configured(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``GRISTMILL_MASTER_KEY`` or ``GRISTMILL_MASTER_KEY_FILE`` is set."""
     env = os.environ if environ is None else environ
@@ -306,6 +312,14 @@ async def rotate_data_key(
             values.append(reencrypt(rotated, secret["path"], secret["value"]))
         if paths:
             await conn.execute(_Q["set_secret_values"], workspace, paths, values)
+        routes: list[str] = []
+        sealed: list[str] = []
+        for secret in await conn.fetch(_Q["lock_http_trigger_secrets"], workspace):
+            routes.append(secret["path"])
+            name = http_trigger_secret_name(secret["path"])
+            sealed.append(reencrypt(rotated, name, secret["value"]))
+        if routes:
+            await conn.execute(_Q["set_http_trigger_secrets"], workspace, routes, sealed)
         if retire_old:
             for key_id in previous:
                 rotated = rotated.without_key(key_id)
@@ -318,14 +332,14 @@ async def rotate_data_key(
         "workspace data key rotated",
         workspace=workspace,
         active_key_id=rotated.active_key_id,
-        reencrypted=len(paths),
+        reencrypted=len(paths) + len(routes),
     )
     return DataKeyRotation(
         workspace=workspace,
         previous_key_ids=previous,
         active_key_id=rotated.active_key_id,
         key_ids=rotated.key_ids,
-        reencrypted=len(paths),
+        reencrypted=len(paths) + len(routes),
         master_key_id=keyring.active_id,
     )
 

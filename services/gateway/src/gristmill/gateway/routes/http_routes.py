@@ -1,5 +1,5 @@
-"""User-defined HTTP routes: ``ANY /api/r/<route>`` runs the script of the matching
-HTTP trigger (``gristmill.common.http_triggers``).
+"""User-defined HTTP routes: ``ANY /api/r/<route>`` runs the script or flow of the
+matching HTTP trigger (``gristmill.common.http_triggers``).
 
 Routes are global to the instance (Windmill's default), so the URL names no
 workspace. A request is matched by method and pattern: no route → 404 (a disabled
@@ -12,10 +12,11 @@ route's workspace (401 without a valid one, 403 for another workspace); or
 The script's arguments: the fields of a JSON object body (any other JSON value, or a
 non-JSON body as text, is ``body``), then the query parameters, then the path
 parameters; ``raw_body`` (the body as text) and ``headers`` are given only to
-scripts whose input schema has parameters of those names. With an input schema, only
-its parameters are passed.
+scripts (and flows) whose input schema has parameters of those names. With an input
+schema, only its parameters are passed.
 
-A synchronous route answers the script's result as JSON; a result object with
+A synchronous route answers the script's (or flow's, or its ``early_return`` step's)
+result as JSON; a result object with
 ``windmill_status_code`` / ``windmill_headers`` / ``windmill_content_type`` keys sets
 the status, headers and content type, and its ``result`` key (else the other keys)
 is the body. A failed job answers 500 with ``{"error": ...}``; one still running
@@ -36,9 +37,18 @@ from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import State
 
 from gristmill.common import http_triggers, scripts
-from gristmill.common.contracts.runs import RunRequest, ScriptHash, Trigger, TriggerKind
+from gristmill.common.argschema import validate_args
+from gristmill.common.contracts.runs import (
+    FlowPath,
+    Runnable,
+    RunRequest,
+    ScriptHash,
+    Trigger,
+    TriggerKind,
+)
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from gristmill.common.flows import store, view
 from gristmill.common.http_triggers import HttpTrigger
 from gristmill.common.runs import script_job_args
 from gristmill.common.tokens import lookup_token
@@ -86,7 +96,7 @@ async def _requester(
             raise Forbidden(f"this token is limited to workspace {info.workspace!r}")
         return info.user_id
     if method == "signature":
-        secret = trigger.signature_secret or ""
+        secret = await http_triggers.signature_secret(context.pool, context.keystore, trigger) or ""
         if not secret or not http_triggers.signature_ok(
             secret, body, request.headers.get(SIGNATURE_HEADER.lower())
         ):
@@ -96,14 +106,16 @@ async def _requester(
 
 def _args(
     request: Request[Any, Any, Any],
+    trigger: HttpTrigger,
     body: bytes,
     params: dict[str, str],
     schema: dict[str, Any] | None,
-    *,
-    drop_token: bool,
 ) -> dict[str, Any]:
     args: dict[str, Any] = {}
-    if body:
+    drop_token = trigger.authentication_method == "windmill"
+    if body and trigger.wrap_body:
+        args["body"] = _body_value(request, body)
+    elif body:
         if "json" in request.headers.get("content-type", ""):
             try:
                 value = _decode_json.decode(body)
@@ -121,6 +133,8 @@ def _args(
         if not (drop_token and name == "token"):
             args[name] = value
     args.update(params)
+    if trigger.raw_string:
+        args["raw_string"] = body.decode("utf-8", "replace")
     properties = (schema or {}).get("properties")
     if isinstance(properties, dict):
         if "raw_body" in properties:
@@ -133,14 +147,41 @@ def _args(
     return args
 
 
-async def _wait(context: GatewayContext, workspace: str, job_id: uuid.UUID) -> Any:
+def _body_value(request: Request[Any, Any, Any], body: bytes) -> Any:
+    """The body as JSON when it says it is, else as text."""
+    if "json" not in request.headers.get("content-type", ""):
+        return body.decode("utf-8", "replace")
+    try:
+        return _decode_json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", location="body") from None
+
+
+async def _outcome(
+    context: GatewayContext, workspace: str, job_id: uuid.UUID, *, flow: bool
+) -> tuple[str, Any, Any] | None:
+    """``(status, result, error)`` once the job ended (or, for a flow, returned early)."""
+    if not flow:
+        row = await context.pool.fetchrow(_Q["job_outcome"], job_id, workspace)
+        return None if row is None else (row["status"], row["result"], row["error"])
+    row = await view.flow_outcome(context.pool, workspace, job_id)
+    if row is None:
+        return None
+    if row["status"] is not None:
+        return row["status"], row["result"], row["error"]
+    return ("success", row["early_result"], None) if row["has_early_result"] else None
+
+
+async def _wait(
+    context: GatewayContext, workspace: str, job_id: uuid.UUID, *, flow: bool
+) -> tuple[str, Any, Any] | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_RESULT_TIMEOUT_S
     delay = _POLL_FIRST_S
     while loop.time() < deadline:
-        row = await context.pool.fetchrow(_Q["job_outcome"], job_id, workspace)
-        if row is not None:
-            return row
+        outcome = await _outcome(context, workspace, job_id, flow=flow)
+        if outcome is not None:
+            return outcome
         await asyncio.sleep(delay)
         delay = min(delay * 1.25, _POLL_MAX_S)
     return None
@@ -201,21 +242,26 @@ async def serve_route(route: str, request: Request[Any, Any, Any], state: State)
     body = await request.body()
     user = await _requester(context, trigger, request, body)
     workspace = trigger.workspace_id
-    script = await scripts.runnable_by_path(context.pool, workspace, trigger.script_path)
-    args = _args(
-        request,
-        body,
-        params,
-        script.schema,
-        drop_token=trigger.authentication_method == "windmill",
-    )
+    runnable: Runnable
+    if trigger.is_flow:
+        flow = await store.get_flow(context.pool, workspace, trigger.script_path)
+        if flow.archived:
+            raise NotFound(f"flow {trigger.script_path!r} is archived", location="script_path")
+        args = _args(request, trigger, body, params, flow.schema)
+        args = validate_args(flow.schema, args)
+        runnable = FlowPath(path=trigger.script_path)
+    else:
+        script = await scripts.runnable_by_path(context.pool, workspace, trigger.script_path)
+        args = _args(request, trigger, body, params, script.schema)
+        args = script_job_args(script, args)
+        runnable = ScriptHash(hash=script.hash)
     run = RunRequest(
         job_id=uuid.uuid4(),
         workspace=workspace,
-        runnable=ScriptHash(hash=script.hash),
+        runnable=runnable,
         requested_by=user,
         trigger=Trigger(kind=TriggerKind.HTTP, source=trigger.path),
-        args=script_job_args(script, args),
+        args=args,
         requested_at=datetime.now(UTC),
     )
     await submit(context, run)
@@ -226,16 +272,17 @@ async def serve_route(route: str, request: Request[Any, Any, Any], state: State)
             media_type="text/plain",
             headers={JOB_ID_HEADER: str(run.job_id)},
         )
-    row = await _wait(context, workspace, run.job_id)
-    if row is None:
+    outcome = await _wait(context, workspace, run.job_id, flow=trigger.is_flow)
+    if outcome is None:
         return Response(
             _json.encode({"error": {"code": "wait_timeout", "job_id": str(run.job_id)}}),
             status_code=504,
             media_type="application/json",
             headers={JOB_ID_HEADER: str(run.job_id)},
         )
-    if row["status"] != "success":
-        error = dict(row["error"] or {"message": f"the job ended as {row['status']}"})
+    status, result, job_error = outcome
+    if status != "success":
+        error = dict(job_error or {"message": f"the job ended as {status}"})
         error["job_id"] = str(run.job_id)
         return Response(
             _json.encode({"error": error}),
@@ -243,7 +290,7 @@ async def serve_route(route: str, request: Request[Any, Any, Any], state: State)
             media_type="application/json",
             headers={JOB_ID_HEADER: str(run.job_id)},
         )
-    return _answer(row["result"], run.job_id)
+    return _answer(result, run.job_id)
 
 
 ROUTES = [serve_route]

@@ -18,7 +18,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from gristmill.common import http_triggers, scripts
-from gristmill.common.errors import InvalidRequest
+from gristmill.common.errors import Forbidden, InvalidRequest, NotFound
+from gristmill.common.flows import store
 from gristmill.common.http_triggers import HttpTrigger, TriggerSettings
 from gristmill.common.tokens import TokenInfo
 from gristmill.common.variables import may_access, validate_path
@@ -48,16 +49,19 @@ class EditHttpTriggerBody(msgspec.Struct, kw_only=True):
     enabled: bool | None = None
     #: Newer Windmill's form of ``is_async``: ``sync`` or ``async`` (wins when given).
     request_type: str | None = None
-    #: Windmill options Gristmill does not support yet: only ``false`` is accepted.
+    #: Served at ``/api/r/<workspace>/<route_path>`` (any user); otherwise the route is
+    #: instance-wide, which only an admin may claim.
     workspaced_route: bool | None = None
+    #: The body is passed whole as ``body`` instead of spread into arguments.
     wrap_body: bool | None = None
+    #: The body is also passed, unparsed, as ``raw_string``.
     raw_string: bool | None = None
+    #: Not supported: only ``false`` is accepted.
     is_static_website: bool | None = None
 
     def settings(self) -> TriggerSettings:
-        for name in ("workspaced_route", "wrap_body", "raw_string", "is_static_website"):
-            if getattr(self, name):
-                raise InvalidRequest(f"{name} is not supported", location=name)
+        if self.is_static_website:
+            raise InvalidRequest("is_static_website is not supported", location="is_static_website")
         is_async = self.is_async
         if self.request_type is not None:
             if self.request_type not in ("sync", "async"):
@@ -74,6 +78,9 @@ class EditHttpTriggerBody(msgspec.Struct, kw_only=True):
             authentication_method=self.authentication_method or "none",
             signature_secret=self.signature_secret,
             enabled=self.enabled,
+            workspaced_route=bool(self.workspaced_route),
+            wrap_body=bool(self.wrap_body),
+            raw_string=bool(self.raw_string),
         )
 
 
@@ -97,6 +104,9 @@ class HttpTriggerView(msgspec.Struct, kw_only=True):
     authentication_method: str
     has_signature_secret: bool
     enabled: bool
+    workspaced_route: bool
+    wrap_body: bool
+    raw_string: bool
     email: str
     edited_by: str
     edited_at: str
@@ -120,6 +130,9 @@ def _view(trigger: HttpTrigger) -> HttpTriggerView:
         authentication_method=trigger.authentication_method,
         has_signature_secret=trigger.has_signature_secret,
         enabled=trigger.enabled,
+        workspaced_route=trigger.workspaced_route,
+        wrap_body=trigger.wrap_body,
+        raw_string=trigger.raw_string,
         email=trigger.email,
         edited_by=trigger.edited_by,
         edited_at=trigger.edited_at.isoformat(),
@@ -139,8 +152,21 @@ def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
     return path
 
 
-async def _check_script(context: GatewayContext, workspace: str, body: EditHttpTriggerBody) -> None:
-    if not body.is_flow:
+async def _check_target(
+    context: GatewayContext, user: TokenInfo, workspace: str, body: EditHttpTriggerBody
+) -> None:
+    """The route's target exists (404 naming it otherwise)."""
+    if not body.workspaced_route and not user.is_admin:
+        raise Forbidden(
+            "only an admin may claim an instance-wide route; set workspaced_route: true to "
+            f"serve it at /api/r/{workspace}/{body.route_path.strip('/')}",
+            location="workspaced_route",
+        )
+    if body.is_flow:
+        flow = await store.get_flow(context.pool, workspace, body.script_path)
+        if flow.archived:
+            raise NotFound(f"flow {body.script_path!r} is archived", location="script_path")
+    else:
         await scripts.runnable_by_path(context.pool, workspace, body.script_path)
 
 
@@ -162,10 +188,16 @@ async def create_http_trigger(
     context = _ctx(state)
     settings = data.settings()
     http_triggers.parse_route(settings.route_path)
-    await _check_script(context, workspace, data)
-    saved = await http_triggers.create(
-        context.pool, workspace, path, settings, editor=request.user.user_id
-    )
+    await _check_target(context, request.user, workspace, data)
+    async with context.pool.acquire() as conn, conn.transaction():
+        saved = await http_triggers.create(
+            conn,
+            workspace,
+            path,
+            settings,
+            editor=request.user.user_id,
+            keystore=context.keystore,
+        )
     return saved.path
 
 
@@ -187,10 +219,16 @@ async def update_http_trigger(
     context = _ctx(state)
     settings = data.settings()
     http_triggers.parse_route(settings.route_path)
-    await _check_script(context, workspace, data)
-    saved = await http_triggers.update(
-        context.pool, workspace, item, settings, editor=request.user.user_id
-    )
+    await _check_target(context, request.user, workspace, data)
+    async with context.pool.acquire() as conn, conn.transaction():
+        saved = await http_triggers.update(
+            conn,
+            workspace,
+            item,
+            settings,
+            editor=request.user.user_id,
+            keystore=context.keystore,
+        )
     return saved.path
 
 

@@ -12,6 +12,13 @@ job's error ``{"error": {"name", "message", "stack", ...}}`` with 422 when it fa
 :data:`WAIT_RESULT_TIMEOUT_S`), the answer is a 504 whose body names the job, which
 keeps running. Every run-and-wait answer carries the job id in ``X-Gristmill-Job-Id``.
 Waiting polls the job's completion, every 2 ms at first, backing off gently to 50 ms.
+
+Webhook extras (every run endpoint of a saved script or flow): ``?raw=true`` also
+passes the request body, unparsed and in any content type, as the ``raw_string``
+argument (for signature checks, XML, form posts); ``?include_header=a,b`` adds those
+request headers' values as arguments, named in lower case with ``-`` as ``_``
+(``X-Request-Id`` → ``x_request_id``). Credentials (``Authorization``, ``Cookie``)
+are never passed.
 """
 
 from __future__ import annotations
@@ -53,12 +60,16 @@ __all__ = [
     "JOB_ID_HEADER",
     "ROUTES",
     "WAIT_RESULT_TIMEOUT_S",
+    "IncludeHeader",
     "PreviewBody",
+    "Raw",
     "RunOptions",
+    "body_args",
     "failed_response",
     "json_response",
     "payload_args",
     "poll",
+    "request_extras",
     "run_preview",
     "run_request",
     "submit",
@@ -103,6 +114,19 @@ _IdempotencyKey = Annotated[
 _InvisibleToOwner = Annotated[
     bool | None, Parameter(description="accepted for compatibility; ignored")
 ]
+Raw = Annotated[
+    bool | None,
+    Parameter(description="also pass the body, unparsed (any content type), as `raw_string`"),
+]
+IncludeHeader = Annotated[
+    str | None,
+    Parameter(
+        description="comma-separated request headers added to the arguments "
+        "(lower case, '-' as '_')"
+    ),
+]
+#: Headers that carry credentials: never copied into a job's arguments.
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 _WaitTimeout = Annotated[
     float | None,
     Parameter(
@@ -308,6 +332,59 @@ async def _run_and_wait(
     return failed_response(job_id, row["status"], row["error"])
 
 
+async def body_args(request: Request[Any, Any, Any], *, raw: bool | None) -> dict[str, Any] | None:
+    """The arguments in the body (a JSON object; ``None`` without a body). With ``raw``,
+    any body is accepted and also passed as ``raw_string``."""
+    body = await request.body()
+    args: dict[str, Any] | None = None
+    if body.strip():
+        try:
+            value = _decode_json.decode(body)
+        except msgspec.DecodeError as exc:
+            if not raw:
+                raise InvalidRequest(
+                    f"the body must be a JSON object of arguments ({exc}); send ?raw=true "
+                    "to receive any body as the raw_string argument",
+                    location="body",
+                ) from None
+            value = None
+        if isinstance(value, dict):
+            args = value
+        elif value is not None and not raw:
+            raise InvalidRequest(
+                f"the body must be a JSON object of arguments, got {type(value).__name__}",
+                location="body",
+            )
+    if raw:
+        args = {**(args or {}), "raw_string": body.decode("utf-8", "replace")}
+    return args
+
+
+def request_extras(
+    request: Request[Any, Any, Any],
+    args: dict[str, Any] | None,
+    *,
+    include_header: str | None,
+) -> dict[str, Any] | None:
+    """``args`` with the headers named by ``include_header`` added (see the module doc)."""
+    if not include_header:
+        return args
+    extended = dict(args or {})
+    for raw_name in include_header.split(","):
+        name = raw_name.strip().lower()
+        if not name:
+            continue
+        if name in _CREDENTIAL_HEADERS:
+            raise InvalidRequest(
+                f"header {name!r} carries credentials and is never passed to a job",
+                location="include_header",
+            )
+        value = request.headers.get(name)
+        if value is not None:
+            extended[name.replace("-", "_")] = value
+    return extended
+
+
 def payload_args(payload: str | None) -> dict[str, Any]:
     """Arguments from ``?payload=``: base64 (standard or URL-safe) of a JSON object."""
     if not payload:
@@ -402,7 +479,8 @@ async def run_by_path(
     path: str,
     request: _AuthRequest,
     state: State,
-    data: dict[str, Any] | None = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
     scheduled_for: _ScheduledFor = None,
     scheduled_in_secs: _ScheduledIn = None,
     parent_job: _ParentJob = None,
@@ -426,7 +504,9 @@ async def run_by_path(
         workspace,
         request.user,
         path=clean,
-        args=data,
+        args=request_extras(
+            request, await body_args(request, raw=raw), include_header=include_header
+        ),
         options=options,
         source=f"jobs/run/p/{clean}",
     )
@@ -445,7 +525,8 @@ async def run_by_hash(
     hash: str,
     request: _AuthRequest,
     state: State,
-    data: dict[str, Any] | None = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
     scheduled_for: _ScheduledFor = None,
     scheduled_in_secs: _ScheduledIn = None,
     parent_job: _ParentJob = None,
@@ -468,7 +549,9 @@ async def run_by_hash(
         workspace,
         request.user,
         hash_=hash,
-        args=data,
+        args=request_extras(
+            request, await body_args(request, raw=raw), include_header=include_header
+        ),
         options=options,
         source=f"jobs/run/h/{hash}",
     )
@@ -489,7 +572,8 @@ async def run_wait_result_by_path(
     path: str,
     request: _AuthRequest,
     state: State,
-    data: dict[str, Any] | None = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
     parent_job: _ParentJob = None,
     job_id: _JobIdParam = None,
     tag: _Tag = None,
@@ -508,7 +592,9 @@ async def run_wait_result_by_path(
         workspace,
         request.user,
         path=clean,
-        args=data,
+        args=request_extras(
+            request, await body_args(request, raw=raw), include_header=include_header
+        ),
         options=options,
         source=f"jobs/run_wait_result/p/{clean}",
     )
@@ -534,6 +620,7 @@ async def run_wait_result_by_path_get(
     tag: _Tag = None,
     idempotency_key: _IdempotencyKey = None,
     wait_timeout_s: _WaitTimeout = None,
+    include_header: IncludeHeader = None,
 ) -> Response[bytes]:
     """Like the POST, with ``?payload=`` holding the arguments."""
     context = _ctx(state)
@@ -546,7 +633,7 @@ async def run_wait_result_by_path_get(
         workspace,
         request.user,
         path=clean,
-        args=payload_args(payload),
+        args=request_extras(request, payload_args(payload), include_header=include_header),
         options=options,
         source=f"jobs/run_wait_result/p/{clean}",
     )
@@ -564,7 +651,8 @@ async def run_wait_result_by_hash(
     hash: str,
     request: _AuthRequest,
     state: State,
-    data: dict[str, Any] | None = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
     parent_job: _ParentJob = None,
     job_id: _JobIdParam = None,
     tag: _Tag = None,
@@ -580,7 +668,9 @@ async def run_wait_result_by_hash(
         workspace,
         request.user,
         hash_=hash,
-        args=data,
+        args=request_extras(
+            request, await body_args(request, raw=raw), include_header=include_header
+        ),
         options=options,
         source=f"jobs/run_wait_result/h/{hash}",
     )

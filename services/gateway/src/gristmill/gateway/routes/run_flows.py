@@ -39,11 +39,15 @@ from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.routes.flows import read_document
 from gristmill.gateway.routes.run import (
     WAIT_RESULT_TIMEOUT_S,
+    IncludeHeader,
+    Raw,
     RunOptions,
+    body_args,
     failed_response,
     json_response,
     payload_args,
     poll,
+    request_extras,
     run_request,
     submit,
     wait_timeout_response,
@@ -89,6 +93,15 @@ def _args(body: Any, location: str = "body") -> dict[str, Any]:
             f"the arguments must be an object, got {type(body).__name__}", location=location
         )
     return body
+
+
+async def _request_args(
+    request: _AuthRequest, *, raw: bool | None, include_header: str | None
+) -> dict[str, Any]:
+    """The flow's arguments: the body (JSON or YAML; any body as ``raw_string`` with
+    ``raw``) and the headers asked for (see ``routes.run``)."""
+    args = await body_args(request, raw=True) if raw else _args(await read_document(request))
+    return request_extras(request, args, include_header=include_header) or {}
 
 
 async def _checked_path(
@@ -147,12 +160,15 @@ async def run_flow_by_path(
     job_id: _JobIdParam = None,
     tag: _Tag = None,
     idempotency_key: _IdempotencyKey = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
 ) -> str:
     """The body is the flow's arguments. Answers the job id."""
     check_workspace(request.user, workspace)
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
-    args = await _checked_path(context, workspace, clean, _args(await read_document(request)))
+    given = await _request_args(request, raw=raw, include_header=include_header)
+    args = await _checked_path(context, workspace, clean, given)
     run = run_request(
         workspace,
         request.user,
@@ -186,12 +202,15 @@ async def run_wait_flow_by_path(
     tag: _Tag = None,
     idempotency_key: _IdempotencyKey = None,
     wait_timeout_s: _WaitTimeout = None,
+    raw: Raw = None,
+    include_header: IncludeHeader = None,
 ) -> Response[bytes]:
     """The result (or the ``early_return`` step's), 422 with the error, or 504."""
     check_workspace(request.user, workspace)
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
-    args = await _checked_path(context, workspace, clean, _args(await read_document(request)))
+    given = await _request_args(request, raw=raw, include_header=include_header)
+    args = await _checked_path(context, workspace, clean, given)
     run = run_request(
         workspace,
         request.user,
@@ -220,11 +239,13 @@ async def run_wait_flow_by_path_get(
     job_id: _JobIdParam = None,
     tag: _Tag = None,
     wait_timeout_s: _WaitTimeout = None,
+    include_header: IncludeHeader = None,
 ) -> Response[bytes]:
     check_workspace(request.user, workspace)
     context = _ctx(state)
     clean = validate_path(path.lstrip("/"))
-    args = await _checked_path(context, workspace, clean, payload_args(payload))
+    given = request_extras(request, payload_args(payload), include_header=include_header)
+    args = await _checked_path(context, workspace, clean, given or {})
     run = run_request(
         workspace,
         request.user,

@@ -4,11 +4,11 @@
 INSERT INTO http_triggers (
     workspace_id, path, route_path, route_key, segments, http_method, script_path,
     is_flow, is_async, authentication_method, signature_secret, enabled,
-    email, edited_by, edited_at
+    email, edited_by, edited_at, workspaced_route, wrap_body, raw_string
 )
 VALUES (
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-    COALESCE((SELECT email FROM users WHERE id = $13), $13), $13, now()
+    COALESCE((SELECT email FROM users WHERE id = $13), $13), $13, now(), $14, $15, $16
 )
 ON CONFLICT (workspace_id, path) DO NOTHING
 RETURNING *;
@@ -19,7 +19,7 @@ UPDATE http_triggers SET
     is_flow = $8, is_async = $9, authentication_method = $10,
     signature_secret = COALESCE($11, signature_secret), enabled = COALESCE($12, enabled),
     email = COALESCE((SELECT email FROM users WHERE id = $13), $13), edited_by = $13,
-    edited_at = now()
+    edited_at = now(), workspaced_route = $14, wrap_body = $15, raw_string = $16
 WHERE workspace_id = $1 AND path = $2
 RETURNING *;
 

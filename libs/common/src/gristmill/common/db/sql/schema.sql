@@ -407,12 +407,19 @@ CREATE TABLE http_triggers (
     is_async              boolean NOT NULL DEFAULT false,
     authentication_method text NOT NULL DEFAULT 'none'
         CHECK (authentication_method IN ('none', 'windmill', 'signature')),
-    -- HMAC-SHA256 key of the 'signature' method (never answered by reads).
+    -- HMAC-SHA256 key of the 'signature' method, encrypted with the workspace's data
+    -- key (never answered by reads).
     signature_secret      text,
     enabled               boolean NOT NULL DEFAULT true,
     email                 text NOT NULL,
     edited_by             text NOT NULL,
     edited_at             timestamptz NOT NULL,
+    -- Served at /api/r/<workspace>/<route_path> instead of /api/r/<route_path>.
+    workspaced_route      boolean NOT NULL DEFAULT false,
+    -- The body is passed whole as the `body` argument instead of spread into arguments.
+    wrap_body             boolean NOT NULL DEFAULT false,
+    -- The body is also passed, unparsed, as the `raw_string` argument.
+    raw_string            boolean NOT NULL DEFAULT false,
     PRIMARY KEY (workspace_id, path)
 );
 CREATE UNIQUE INDEX http_triggers_route_idx ON http_triggers (http_method, route_key);

@@ -56,6 +56,21 @@ SET value = u.value
 FROM unnest($2::text[], $3::text[]) AS u(path, value)
 WHERE v.workspace_id = $1 AND v.path = u.path AND v.is_secret;
 
+-- name: lock_http_trigger_secrets
+-- Every HTTP route signature secret of a workspace, locked for a rotation.
+SELECT path, signature_secret AS value
+FROM http_triggers
+WHERE workspace_id = $1 AND signature_secret IS NOT NULL
+ORDER BY path
+FOR UPDATE;
+
+-- name: set_http_trigger_secrets
+-- Batch: $2 trigger paths, $3 their new ciphertexts.
+UPDATE http_triggers AS t
+SET signature_secret = u.value
+FROM unnest($2::text[], $3::text[]) AS u(path, value)
+WHERE t.workspace_id = $1 AND t.path = u.path;
+
 -- name: get_workspace_keys
 SELECT keys::text AS keys, version FROM workspace_keys WHERE workspace_id = $1;
 
