@@ -9,6 +9,7 @@ _BENCHMARKS = {
     "queue_throughput": "bench.queue_throughput",
     "sync_latency": "bench.sync_latency",
     "flow_overhead": "bench.flow_overhead",
+    "triggers": "bench.triggers",
 }
 
 

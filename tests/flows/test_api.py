@@ -316,3 +316,55 @@ def test_a_step_asks_for_its_own_resume_urls(gristmill: httpx.Client) -> None:
     assert page["flow_status"]["modules"][0]["type"] == "WaitingForEvents"
     assert httpx.post(urls["resume"], json={"go": 1}, headers=gristmill.headers).status_code == 200
     assert wait_result(gristmill, job_id)["result"] == {"go": 1}
+
+
+SLOW_DOUBLE = "import time\ndef main(v):\n    time.sleep(0.2)\n    return v * 2\n"
+
+
+def test_job_view_shows_each_step_and_cached_steps(gristmill: httpx.Client) -> None:
+    doc = document(
+        "f/api/view",
+        {**py("a", ADD, x="flow_input.n"), "cache_ttl": 600},
+        py("b", SLOW_DOUBLE, v="results.a"),
+    )
+    assert gristmill.post("/api/w/main/flows/create", json=doc).status_code == 201
+    views = []
+    for _ in range(2):
+        served_id = gristmill.post("/api/w/main/jobs/run/f/f/api/view", json={"n": 4}).text
+        assert wait_result(gristmill, served_id)["result"] == 10
+        job = gristmill.get(f"/api/w/main/jobs_u/get/{served_id}").json()
+        views.append(job["flow_status"]["modules"])
+    computed, served = views
+    for module in computed:
+        assert module["type"] == "Success"
+        uuid.UUID(module["job"])
+        assert module["started_at"]
+        assert module["duration_ms"] is not None
+    assert [m["result"] for m in computed] == [5, 10]
+    assert computed[1]["duration_ms"] >= 200
+    # The second run took step a from the cache: no job, the job that computed it.
+    assert served[0]["cached"] is True
+    assert served[0]["cached_from"] == computed[0]["job"]
+    assert served[0]["result"] == 5
+    assert "job" not in served[0]
+    assert served[1]["job"] != computed[1]["job"]
+    step = gristmill.get(f"/api/w/main/jobs_u/get/{served[1]['job']}").json()
+    assert step["parent_job"] == served_id
+    assert step["result"] == 10
+
+
+def test_settings_kept_but_not_applied_are_reported_on_save(gristmill: httpx.Client) -> None:
+    doc = document("f/api/same_worker", py("a", ADD, x="flow_input.n"), same_worker=True)
+    created = gristmill.post("/api/w/main/flows/create", json=doc)
+    assert created.status_code == 201, created.text
+    assert created.text == "f/api/same_worker"
+    warning = created.headers["x-gristmill-warning"]
+    assert warning.startswith("value.same_worker: same_worker is not applied")
+    # Kept as sent, and the flow runs (on any worker).
+    assert gristmill.get("/api/w/main/flows/get/f/api/same_worker").json()["value"]["same_worker"]
+    answer = gristmill.post("/api/w/main/jobs/run_wait_result/f/f/api/same_worker", json={})
+    assert answer.json() == 2
+    doc["value"]["same_worker"] = False
+    updated = gristmill.post("/api/w/main/flows/update/f/api/same_worker", json=doc)
+    assert updated.status_code == 200
+    assert "x-gristmill-warning" not in updated.headers

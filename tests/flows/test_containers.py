@@ -270,3 +270,93 @@ def _concurrent(settings: Any, n: int) -> Any:
     import msgspec
 
     return msgspec.structs.replace(settings, concurrency=n)
+
+
+#: Waits until ``n`` iterations started (a file each in ``folder``): a barrier that
+#: only iterations running side by side pass.
+BARRIER = (
+    "import os, time\n"
+    "def main(folder: str, i: int, n: int):\n"
+    "    open(os.path.join(folder, str(i)), 'w').close()\n"
+    "    deadline = time.monotonic() + 20\n"
+    "    while len(os.listdir(folder)) < n:\n"
+    "        if time.monotonic() > deadline:\n"
+    "            raise RuntimeError(f'iteration {i} ran alone')\n"
+    "        time.sleep(0.05)\n"
+    "    return i\n"
+)
+
+
+def _parallel_while(folder: str, stop: str, parallelism: int, barrier: int) -> dict[str, Any]:
+    return flow(
+        {
+            "id": "w",
+            "value": {
+                "type": "whileloopflow",
+                "skip_failures": False,
+                "parallel": True,
+                "parallelism": {"type": "static", "value": parallelism},
+                "modules": [
+                    py(
+                        "b",
+                        BARRIER,
+                        folder={"type": "static", "value": folder},
+                        i="flow_input.iter.index",
+                        n=str(barrier),
+                    )
+                ],
+            },
+            "stop_after_if": {"expr": stop},
+        }
+    )
+
+
+async def test_parallel_whileloop_runs_iterations_side_by_side(
+    runner: FlowRunner, tmp_path: Any
+) -> None:
+    folder = tmp_path / "started"
+    folder.mkdir()
+    # Three iterations wait for each other: they pass only if they run at once. The
+    # first to end stops the loop; the two others still running finish.
+    job_id = await runner.submit(_parallel_while(str(folder), "true", 3, 3))
+    done = await runner.drain(job_id, workers=3)
+    assert done.status == "success", done
+    assert done.result == [0, 1, 2]
+    iterations = [c for c in await runner.children(job_id) if c["flow_step"] == "w"]
+    assert sorted(c["meta"]["index"] for c in iterations) == [0, 1, 2]
+
+
+async def test_parallel_whileloop_keeps_its_width_until_stopped(
+    runner: FlowRunner, tmp_path: Any
+) -> None:
+    folder = tmp_path / "started"
+    folder.mkdir()
+    job_id = await runner.submit(_parallel_while(str(folder), "result >= 4", 2, 2))
+    done = await runner.drain(job_id, workers=2)
+    assert done.status == "success", done
+    # Iterations 0..4 ran (4 stopped the loop); one more may have been running then.
+    assert done.result[:5] == [0, 1, 2, 3, 4]
+    assert done.result == list(range(len(done.result)))
+    assert len(done.result) in (5, 6)
+
+
+async def test_parallel_whileloop_without_parallelism_runs_one_at_a_time(
+    runner: FlowRunner,
+) -> None:
+    done = await runner.run(
+        flow(
+            {
+                "id": "w",
+                "value": {
+                    "type": "whileloopflow",
+                    "skip_failures": False,
+                    "parallel": True,
+                    "modules": [py("n", "def main(i):\n    return i\n", i="flow_input.iter.index")],
+                },
+                "stop_after_if": {"expr": "result >= 2"},
+            }
+        ),
+        workers=2,
+    )
+    assert done.status == "success", done
+    assert done.result == [0, 1, 2]

@@ -27,6 +27,7 @@ from gristmill.common.flows.validate import (
     FlowInvalid,
     check_subflow_cycles,
     find_problems,
+    ignored_settings,
     validate_value,
 )
 
@@ -375,3 +376,38 @@ async def test_subflow_cycles_are_refused() -> None:
             ),
             load,
         )
+
+
+def test_settings_kept_but_not_applied_are_listed() -> None:
+    step = {
+        "id": "a",
+        "value": {
+            "type": "rawscript",
+            "language": "python3",
+            "content": "",
+            "input_transforms": {},
+        },
+        "cache_ttl": 60,
+    }
+    loop = {
+        "id": "l",
+        "cache_ttl": 60,
+        "value": {
+            "type": "forloopflow",
+            "iterator": {"type": "static", "value": []},
+            "skip_failures": False,
+            "modules": [],
+        },
+    }
+    value = parse_value(
+        {"modules": [step, loop], "same_worker": True, "concurrency_time_window_s": 5}
+    )
+    assert [p.location for p in ignored_settings(value)] == [
+        "value.same_worker",
+        "value.concurrent_limit",
+        "value.modules[1].cache_ttl",
+    ]
+    applied = parse_value(
+        {"modules": [step], "concurrent_limit": 2, "concurrency_time_window_s": 5}
+    )
+    assert ignored_settings(applied) == []

@@ -4,7 +4,10 @@ Lifecycle of a job (see docs/adr/0003-queue-tables.md):
 
 ``enqueue`` writes the immutable definition (``jobs``) and a claimable row
 (``job_queue``). ``claim`` takes rows with ``FOR UPDATE SKIP LOCKED`` in claim order
-(priority, then ``scheduled_for``), honouring per-key concurrency limits. The worker
+(priority, then ``scheduled_for``), honouring per-key concurrency limits (running
+jobs, and with ``meta.concurrency_time_window_s`` the starts within that window); a
+job whose result is in the cache (``meta.cache``, see ``result_cache``) ends at once
+with it instead of being handed to the worker. The worker
 ``heartbeat``s its jobs (``job_runtime``), and ends each with ``complete``/``fail``
 — guarded by worker and attempt so that a job is completed exactly once even if it
 was recovered meanwhile. ``fail`` with a retry policy puts the row back with a later
@@ -33,6 +36,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from gristmill.common import result_cache
 from gristmill.common.contracts.jobs import ExitReason, JobError, JobStatus
 from gristmill.common.contracts.runs import RetryPolicy
 from gristmill.common.db.pool import Conn
@@ -40,6 +44,7 @@ from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 __all__ = [
+    "CONCURRENCY_WINDOW",
     "PARKED",
     "CancelOutcome",
     "ChildHook",
@@ -49,17 +54,25 @@ __all__ = [
     "NewJob",
     "Queue",
     "QueueLimits",
+    "concurrency_key",
+    "concurrency_window",
     "validate_tag",
 ]
 
 _log = structlog.get_logger(__name__)
 _Q = load_queries("queue.sql")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: A tag: a language (``python3``), a worker group's name, or ``<workspace>:<script path>``
+#: (the tag of a script run by dedicated workers, hence ``/`` and the length).
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,319}$")
 _json = msgspec.json.Encoder()
 #: Channel on which enqueues announce the tags that got new jobs.
 WAKE_CHANNEL = "gristmill_jobs"
 #: The ``worker`` of a parked job: running, held by no worker, never a zombie.
 PARKED = "@parked"
+#: The ``meta`` entry of a job whose concurrency limit counts starts over a time window.
+CONCURRENCY_WINDOW = "concurrency_time_window_s"
+_NO_LIMIT = 2**31 - 1
+_ARG_REF = re.compile(r"\$args\[([^\]]+)\]")
 
 
 class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,7 +174,7 @@ class CancelOutcome(StrEnum):
 def validate_tag(tag: str, *, location: str = "tag") -> str:
     if not _TAG.match(tag):
         raise InvalidRequest(
-            f"invalid tag {tag!r}: use 1-64 letters, digits, '_', '.', ':' or '-', "
+            f"invalid tag {tag!r}: use 1-320 letters, digits, '_', '.', ':', '/' or '-', "
             "starting with a letter or digit",
             location=location,
         )
@@ -194,6 +207,23 @@ def _validate(job: NewJob, limits: QueueLimits, index: int) -> None:
         )
     if job.timeout_s is not None and job.timeout_s <= 0:
         raise InvalidRequest("timeout must be positive", location=f"{where}.timeout_s")
+
+
+def concurrency_window(value: Any) -> float | None:
+    """A positive time window in seconds, or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
+
+
+def concurrency_key(template: str, workspace: str, args: dict[str, Any]) -> str:
+    """A custom concurrency key with ``$workspace`` and ``$args[name]`` filled in."""
+
+    def argument(match: re.Match[str]) -> str:
+        value = args.get(match.group(1))
+        return value if isinstance(value, str) else _json.encode(value).decode()
+
+    return _ARG_REF.sub(argument, template.replace("$workspace", workspace))
 
 
 def _claimed(row: asyncpg.Record, worker: str) -> ClaimedJob:
@@ -360,14 +390,64 @@ class Queue:
             rows = await conn.fetch(_Q["claim"], list(tags), limit, worker)
             claimed: list[ClaimedJob] = []
             for row in rows:
+                first = row["attempt"] == 1
+                if first and await self._serve_from_cache(conn, row, worker):
+                    continue
                 key = row["concurrency_key"]
-                if key is not None:
-                    slot = await conn.fetchval(_Q["acquire_slot"], key, row["concurrency_limit"])
-                    if slot is None:
-                        await conn.execute(_Q["unclaim"], row["id"])
-                        continue
+                if key is not None and not await self._take_slot(conn, row, first=first):
+                    continue
                 claimed.append(_claimed(row, worker))
             return claimed
+
+    async def _take_slot(self, conn: Conn, row: asyncpg.Record, *, first: bool) -> bool:
+        """Take the concurrency slot of a claimed row, or give the claim back.
+
+        With a time window (``meta.concurrency_time_window_s``), a run also starts only
+        if fewer than ``concurrency_limit`` runs of its key started within the window;
+        otherwise it waits until the oldest of them leaves the window. The slot row,
+        locked by its update, serializes the claims of one key.
+        """
+        key, limit = row["concurrency_key"], row["concurrency_limit"]
+        if await conn.fetchval(_Q["acquire_slot"], key, limit) is None:
+            await conn.execute(_Q["unclaim"], row["id"])
+            return False
+        window = concurrency_window((row["meta"] or {}).get(CONCURRENCY_WINDOW))
+        if window is None or not first:
+            return True
+        starts = await conn.fetchrow(_Q["window_starts"], key, window)
+        assert starts is not None  # an aggregate answers one row
+        if starts["started"] >= limit:
+            await conn.execute(_Q["release_slot"], key)
+            await conn.execute(_Q["defer"], row["id"], starts["free_at"])
+            return False
+        await conn.execute(_Q["record_start"], key, row["id"])
+        return True
+
+    async def _serve_from_cache(self, conn: Conn, row: asyncpg.Record, worker: str) -> bool:
+        """End a claimed job with its cached result, if it has one (see ``result_cache``).
+
+        Runs in the claim's transaction, with the child-finished hook for a flow step.
+        """
+        cache = result_cache.cache_of(row["meta"])
+        if cache is None:
+            return False
+        hit = await result_cache.lookup(conn, cache[0])
+        if hit is None:
+            return False
+        if row["concurrency_key"] is not None:
+            # The finishing statement gives a slot back: take one, whatever the limit.
+            await conn.fetchval(_Q["acquire_slot"], row["concurrency_key"], _NO_LIMIT)
+        args = (row["id"], worker, row["attempt"], str(JobStatus.SUCCESS), hit.result, None)
+        done = await conn.fetchrow(_Q["finish_child"], *args, str(ExitReason.OK), 0, None)
+        if done is None:
+            return False
+        await conn.execute(
+            _Q["append_log"],
+            row["id"],
+            f"[gristmill] result served from the cache (computed by job {hit.job_id})\n",
+        )
+        await self._child_finished(conn, done, JobStatus.SUCCESS, hit.result, None)
+        return True
 
     async def heartbeat(self, worker: str, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, bool]:
         """Ping running jobs. Returns the jobs to stop: ``{id: cancel_requested}``.
@@ -469,7 +549,22 @@ class Queue:
             duration_ms,
             memory_peak_kb,
         )
-        if job.parent_job is None or self._on_child_finished is None:
+        cache = result_cache.cache_of(job.meta) if status is JobStatus.SUCCESS else None
+        if cache is not None:
+            # A result to cache: stored with the completion, or not at all.
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_Q["finish_child"], *args)
+                if row is not None:
+                    await result_cache.store(
+                        conn,
+                        key=cache[0],
+                        workspace=job.workspace,
+                        result=result,
+                        job_id=job.id,
+                        ttl_s=cache[1],
+                    )
+                await self._child_finished(conn, row, status, result, error)
+        elif job.parent_job is None or self._on_child_finished is None:
             row = await self._pool.fetchrow(_Q["finish"], *args)
         else:
             # A flow step: its parent advances in the same transaction.
@@ -689,7 +784,11 @@ class Queue:
             return len(rows)
 
     async def purge(self, retention_s: float, *, batch: int = 1000) -> int:
-        """Delete completed jobs (and their logs) older than ``retention_s``."""
+        """Delete completed jobs (and their logs) older than ``retention_s``, and
+        expired cached results."""
+        async with self._pool.acquire() as conn:
+            while await result_cache.purge_expired(conn, batch=batch) >= batch:
+                pass
         total = 0
         while True:
             rows = await self._pool.fetch(_Q["purge_completed"], retention_s, batch)

@@ -24,7 +24,7 @@ from gristmill.common.contracts.runs import (
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gristmill.common.flows.jobs import flow_job
-from gristmill.common.queue import NewJob, QueueLimits, validate_tag
+from gristmill.common.queue import CONCURRENCY_WINDOW, NewJob, QueueLimits, validate_tag
 from gristmill.common.scripts import SUPPORTED_LANGUAGES, Script
 
 __all__ = [
@@ -165,12 +165,18 @@ async def resolve(conn: Conn, request: RunRequest) -> NewJob:
         )
     if isinstance(runnable, ScriptPath | ScriptHash):
         script = await _script(conn, request, runnable)
-        common["args"] = script_job_args(script, request.args)
+        args = common["args"] = script_job_args(script, request.args)
         common["timeout_s"] = request.timeout_s or script.timeout_s
         common["priority"] = request.priority or script.priority or 0
+        limits = scripts.job_limits(script, args)
+        script_meta = limits.pop("meta", {})
+        if request.concurrency_key is not None:  # the request's own limit wins
+            limits = {}
+            script_meta.pop(CONCURRENCY_WINDOW, None)
+        common.update(limits, meta={**request.meta, **script_meta})
         return NewJob(
             kind="script",
-            tag=request.tag or script.tag or default_tag(script.language),
+            tag=request.tag or script.job_tag,
             runnable_path=script.path,
             runnable_hash=script.hash,
             language=script.language,

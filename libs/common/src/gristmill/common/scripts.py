@@ -26,6 +26,7 @@ from typing import Any, Final, TypeAlias
 import asyncpg
 import msgspec
 
+from gristmill.common import result_cache
 from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
@@ -36,7 +37,15 @@ from gristmill.common.introspection import (
     parse_python,
     parse_typescript,
 )
-from gristmill.common.queue import NewJob, Queue, QueueLimits, validate_tag
+from gristmill.common.queue import (
+    CONCURRENCY_WINDOW,
+    NewJob,
+    Queue,
+    QueueLimits,
+    concurrency_key,
+    concurrency_window,
+    validate_tag,
+)
 
 __all__ = [
     "DEPENDENCY_TAG",
@@ -52,6 +61,7 @@ __all__ = [
     "archive_path",
     "check_language",
     "create_script",
+    "dedicated_tag",
     "delete_hash",
     "delete_path",
     "dependency_job",
@@ -59,6 +69,7 @@ __all__ = [
     "get_by_hash",
     "get_by_path",
     "infer_schema",
+    "job_limits",
     "list_paths",
     "list_scripts",
     "runnable_by_hash",
@@ -145,6 +156,46 @@ class Script(msgspec.Struct, frozen=True, kw_only=True):
         value = self.extra.get("priority")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+    @property
+    def job_tag(self) -> str:
+        """The tag of this version's jobs: ``<workspace>:<path>`` when it was saved with
+        Windmill's ``dedicated_worker`` (only workers dedicated to it claim them), else
+        its own tag, else its language."""
+        if self.extra.get("dedicated_worker") is True:
+            return dedicated_tag(self.workspace, self.path)
+        return self.tag or self.language
+
+
+def job_limits(script: Script, args: dict[str, Any]) -> dict[str, Any]:
+    """The concurrency limit and result cache a saved script asks for, as ``NewJob``
+    fields (Windmill's ``concurrent_limit``, ``concurrency_key`` with ``$workspace`` and
+    ``$args[name]``, ``concurrency_time_window_s`` and ``cache_ttl`` settings).
+
+    The default concurrency key is the script's path; ``meta`` carries the time window
+    (see ``Queue.claim``) and the cache key (see ``result_cache``).
+    """
+    fields: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    limit = script.extra.get("concurrent_limit")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        template = script.extra.get("concurrency_key")
+        fields["concurrency_key"] = (
+            concurrency_key(template, script.workspace, args)
+            if isinstance(template, str) and template
+            else f"{script.workspace}/script/{script.path}"
+        )
+        fields["concurrency_limit"] = limit
+        window = concurrency_window(script.extra.get("concurrency_time_window_s"))
+        if window is not None:
+            meta[CONCURRENCY_WINDOW] = window
+    ttl = result_cache.ttl_of(script.extra.get("cache_ttl"))
+    if ttl is not None:
+        key = result_cache.script_key(script.workspace, script.hash, args)
+        meta.update(result_cache.cache_meta(key, ttl))
+    if meta:
+        fields["meta"] = meta
+    return fields
+
 
 class SavedScript(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of a save: the version's hash; ``created`` false for a no-op save."""
@@ -191,6 +242,11 @@ def _script(row: asyncpg.Record) -> Script:
 
 
 # -- validation ----------------------------------------------------------------------
+
+
+def dedicated_tag(workspace: str, path: str) -> str:
+    """The tag of the jobs of a script run by dedicated workers (Windmill's convention)."""
+    return f"{workspace}:{path}"
 
 
 def validate_path(path: str, *, location: str = "path") -> str:

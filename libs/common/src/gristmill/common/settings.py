@@ -55,6 +55,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "dependency",
     )
     worker_group: str = "default"
+    #: Scripts this worker is dedicated to, as ``<workspace>:<script path>`` (comma-
+    #: separated): it claims only their jobs (tagged so when saved with
+    #: ``dedicated_worker``) and keeps a warm interpreter per script version. In
+    #: standalone mode a dedicated worker runs beside the ordinary ones.
+    dedicated: tuple[str, ...] = ()
+    #: A warm interpreter is replaced after this many jobs ...
+    dedicated_max_jobs: int = 10_000
+    #: ... or once its resident memory exceeds this (MiB).
+    dedicated_max_rss_mb: int = 512
     #: How workers learn about new jobs: ``notify`` (LISTEN/NOTIFY + slow poll) or ``poll``.
     wake_mode: str = "notify"
     poll_interval_s: float = 0.5
@@ -73,6 +82,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     scheduler_grace_s: float = 10.0
     #: Schedules a scheduler replica claims per transaction.
     scheduler_batch_size: int = 100
+    #: Kafka triggers: how often the triggers service re-reads them besides the change
+    #: notifications (and each consumer checks its brokers), and the longest back-off of
+    #: a consumer that keeps failing.
+    kafka_triggers_reload_s: float = 5.0
+    kafka_triggers_max_backoff_s: float = 30.0
     #: Default per-job timeout when a job sets none (seconds).
     job_timeout_s: float = 900.0
     max_log_bytes: int = 2 * 1024 * 1024
@@ -104,6 +118,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Jobs of a root worker each run as their own host uid, from this base up to a
     #: million above it (0: jobs run as the worker's uid).
     job_uid_base: int = 2_000_000_000
+    #: The SMTP server of email triggers (in the triggers service) listens only when
+    #: ``smtp_port`` is set (e.g. 2525; 25 needs privileges). Mail is accepted for
+    #: ``<address>@<smtp_domain>``; with no domain set, for any domain. Larger messages
+    #: are refused with ``552``.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int | None = None
+    smtp_domain: str | None = None
+    smtp_max_message_bytes: int = 3 * 1024 * 1024
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -123,7 +145,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raw = env.get(_PREFIX + name.upper())
         if raw is None or raw == "":
             continue
-        if name == "worker_tags":
+        if name in ("worker_tags", "dedicated"):
             values[name] = [part.strip() for part in raw.split(",") if part.strip()]
         else:
             values[name] = raw

@@ -11,10 +11,12 @@ from gristmill.gateway.auth import PUBLIC_PATHS, TokenAuthMiddleware
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.errors import exception_handlers
 from gristmill.gateway.routes import (
+    email_triggers,
     flows,
     http_routes,
     http_triggers,
     jobs,
+    kafka_triggers,
     resources,
     run,
     run_flows,
@@ -23,6 +25,7 @@ from gristmill.gateway.routes import (
     system,
     users,
     variables,
+    websocket_triggers,
     workers,
 )
 
@@ -46,6 +49,9 @@ def create_app(context: GatewayContext) -> Litestar:
             *workers.ROUTES,
             *http_triggers.ROUTES,
             *http_routes.ROUTES,
+            *websocket_triggers.ROUTES,
+            *email_triggers.ROUTES,
+            *kafka_triggers.ROUTES,
         ],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         exception_handlers=exception_handlers,

@@ -16,6 +16,9 @@ their own (``meta.scope = "inherit"``: they see the parent's inputs and results)
 started inline and parked; a sub-flow ending is a child ending for its parent. Loop
 and branch-all children run side by side up to ``parallelism``.
 
+A script or sub-flow step with a ``cache_ttl`` whose result is in the result cache
+(same code or version, same arguments) ends inline with it and makes no job.
+
 Timers are queue rows: a retry is a new step job with a later ``scheduled_for``; a
 ``sleep`` or an approval's timeout makes the parked flow claimable at that instant,
 and the worker that claims it then (:func:`run_claimed_flow` again) moves it on.
@@ -38,7 +41,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from gristmill.common import scripts
+from gristmill.common import result_cache, scripts
 from gristmill.common.argschema import validate_args
 from gristmill.common.contracts.jobs import ExitReason, JobStatus
 from gristmill.common.db.pool import Conn
@@ -77,7 +80,15 @@ from gristmill.common.flows.status import (
     decode_state,
     encode_state,
 )
-from gristmill.common.queue import ClaimedJob, FinishedJob, NewJob, Queue
+from gristmill.common.queue import (
+    CONCURRENCY_WINDOW,
+    ClaimedJob,
+    FinishedJob,
+    NewJob,
+    Queue,
+    concurrency_key,
+    concurrency_window,
+)
 
 __all__ = [
     "FLOW_KINDS",
@@ -485,6 +496,8 @@ class _Scope:
             "previous_result": await self.previous_result(slot),
             "results": await self.results(refs) if refs is None or refs else {},
         }
+        if slot == _FAILURE:
+            names["error"] = self.state.error  # the failure module's inputs: error.message...
         if isinstance(slot, int) and slot > 0 and self.ms(slot - 1).approvers is not None:
             names["resume"] = names["previous_result"]
             names["approvers"] = list(self.ms(slot - 1).approvers or ())
@@ -638,6 +651,16 @@ class _Scope:
             reason=reason,
             duration_ms=duration,
         )
+        cache = result_cache.cache_of(self.job.meta)
+        if cache is not None and status is JobStatus.SUCCESS and not self.state.skipped:
+            await result_cache.store(
+                self.conn,
+                key=cache[0],
+                workspace=self.job.workspace,
+                result=result,
+                job_id=self.job.id,
+                ttl_s=cache[1],
+            )
         if finished is None:
             return
         if self.nested:
@@ -670,8 +693,7 @@ class _Scope:
             elif isinstance(value, ForloopFlow):
                 await self.launch_forloop(slot, value)
             elif isinstance(value, WhileloopFlow):
-                self.set_ms(slot, count=None, started=0, finished=0, parallelism=1)
-                await self.launch_child(slot, 0)
+                await self.launch_whileloop(slot, value)
             elif isinstance(value, BranchOne):
                 await self.launch_branchone(slot, value)
             elif isinstance(value, BranchAll):
@@ -719,7 +741,27 @@ class _Scope:
                         step_id=module.id,
                     )
                 )
-            key = value.custom_concurrency_key if value.concurrent_limit else None
+            limits: dict[str, Any] = {}
+            meta: dict[str, Any] = {}
+            if value.concurrent_limit and value.concurrent_limit >= 1:
+                template = value.custom_concurrency_key
+                limits["concurrency_key"] = (
+                    concurrency_key(template, self.job.workspace, args)
+                    if template
+                    else f"{self.job.workspace}/{self.where()}/{module.id}"
+                )
+                limits["concurrency_limit"] = int(value.concurrent_limit)
+                window = concurrency_window(value.concurrency_time_window_s)
+                if window is not None:
+                    meta[CONCURRENCY_WINDOW] = window
+            ttl = result_cache.ttl_of(module.cache_ttl)
+            if ttl is not None:
+                key = result_cache.rawscript_key(
+                    self.job.workspace, value.language, value.content, value.lock, args
+                )
+                if await self._served_from_cache(slot, key):
+                    return
+                meta.update(result_cache.cache_meta(key, ttl))
             job = NewJob(
                 kind="flowscript",
                 tag=value.tag or value.language,
@@ -729,9 +771,8 @@ class _Scope:
                 lock=value.lock,
                 args=args,
                 timeout_s=timeout,
-                concurrency_key=key
-                or (f"{self.where()}/{module.id}" if value.concurrent_limit else None),
-                concurrency_limit=value.concurrent_limit,
+                meta=meta,
+                **limits,
                 **common,
             )
         else:
@@ -754,9 +795,20 @@ class _Scope:
                         step_id=module.id,
                     )
                 ) from None
+            limits = scripts.job_limits(script, args)
+            ttl = result_cache.ttl_of(module.cache_ttl)
+            if ttl is not None:  # the step's own TTL wins over the script's
+                key = result_cache.script_key(self.job.workspace, script.hash, args)
+                limits["meta"] = {
+                    **limits.get("meta", {}),
+                    **result_cache.cache_meta(key, ttl),
+                }
+            cache = result_cache.cache_of(limits.get("meta"))
+            if cache is not None and await self._served_from_cache(slot, cache[0]):
+                return
             job = NewJob(
                 kind="script",
-                tag=value.tag_override or script.tag or script.language,
+                tag=value.tag_override or script.job_tag,
                 runnable_path=script.path,
                 runnable_hash=script.hash,
                 language=script.language,
@@ -764,10 +816,20 @@ class _Scope:
                 lock=script.lock,
                 args=args,
                 timeout_s=timeout or script.timeout_s,
+                **limits,
                 **common,
             )
         await self._enqueue(slot, [job], parked=False)
         self.set_ms(slot, job=job.id)
+
+    async def _served_from_cache(self, slot: Slot, key: str) -> bool:
+        """A result cached under ``key`` becomes the module's result, with no job."""
+        hit = await result_cache.lookup(self.conn, key)
+        if hit is None:
+            return False
+        self.set_ms(slot, cached_from=hit.job_id)
+        await self.module_done(slot, hit.result)
+        return True
 
     async def _enqueue(self, slot: Slot, jobs: list[NewJob], *, parked: bool) -> None:
         try:
@@ -853,7 +915,18 @@ class _Scope:
                     step_id=module.id,
                 )
             ) from None
-        job = self._child(module, runnable_path=saved.path, flow_value=saved.value, args=args)
+        meta: dict[str, Any] = {}
+        ttl = result_cache.ttl_of(module.cache_ttl) or result_cache.ttl_of(
+            saved.value.get("cache_ttl")
+        )
+        if ttl is not None:
+            key = result_cache.flow_key(self.job.workspace, saved.value, args)
+            if await self._served_from_cache(slot, key):
+                return
+            meta = result_cache.cache_meta(key, ttl)
+        job = self._child(
+            module, runnable_path=saved.path, flow_value=saved.value, args=args, meta=meta
+        )
         self.set_ms(slot, job=job.id)
         await self._start_child_flow(slot, job)
 
@@ -881,6 +954,25 @@ class _Scope:
         self.set_ms(slot, count=len(items), started=0, finished=0, parallelism=width)
         for index in range(width):
             await self.launch_child(slot, index, item=items[index])
+
+    async def launch_whileloop(self, slot: Slot, value: WhileloopFlow) -> None:
+        """Start a while loop: one iteration, or ``parallelism`` side by side (``parallel``).
+
+        A parallel while loop keeps ``parallelism`` iterations running; once one of them
+        stops the loop (``stop_after_if``) no more start, the ones running finish, and
+        the loop's result is every iteration's result in order. Without a
+        ``parallelism`` the iterations run one at a time (a while loop has no length to
+        run all of them at once).
+        """
+        width = 1
+        if value.parallel:
+            parallelism = await self.number(slot, "parallelism", value.parallelism)
+            width = 1 if parallelism is None else max(1, int(parallelism))
+        self.set_ms(slot, count=None, started=0, finished=0, parallelism=width)
+        for index in range(width):
+            await self.launch_child(slot, index)
+            if self.ms(slot).type is not ModuleStatus.IN_PROGRESS or self.ended:
+                return  # an iteration ended the loop (or the flow) at once
 
     async def launch_child(self, slot: Slot, index: int, *, item: Any = msgspec.UNSET) -> None:
         """Start iteration (or branch) ``index`` of a loop or branch-all module."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gristmill.common import result_cache
 from gristmill.common.argschema import validate_args
 from gristmill.common.contracts.runs import FlowPath, FlowPreview, RunRequest
 from gristmill.common.db.pool import Conn
@@ -12,16 +13,50 @@ from gristmill.common.flows import store
 from gristmill.common.flows.engine import FLOW_TAG
 from gristmill.common.flows.model import FlowValue, parse_value
 from gristmill.common.flows.validate import validate_value
-from gristmill.common.queue import NewJob
+from gristmill.common.queue import (
+    CONCURRENCY_WINDOW,
+    NewJob,
+    concurrency_key,
+    concurrency_window,
+)
 
 __all__ = ["flow_job"]
 
 
-def _limits(value: FlowValue, path: str | None) -> dict[str, Any]:
-    if not value.concurrent_limit:
-        return {}
-    key = value.concurrency_key or f"flow/{path or 'preview'}"
-    return {"concurrency_key": key, "concurrency_limit": int(value.concurrent_limit)}
+def _limits(
+    value: FlowValue,
+    raw: dict[str, Any],
+    path: str | None,
+    workspace: str,
+    args: dict[str, Any],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The flow-level concurrency limit and result cache, as ``NewJob`` fields.
+
+    ``concurrent_limit`` runs of a ``concurrency_key`` (``$workspace`` and
+    ``$args[name]`` filled in; the flow's path by default) at once, and with
+    ``concurrency_time_window_s`` at most that many starting within the window;
+    ``cache_ttl``: a run with the same value and arguments within the TTL is answered
+    from the cache.
+    """
+    fields: dict[str, Any] = {}
+    meta = dict(meta)
+    if value.concurrent_limit and value.concurrent_limit >= 1:
+        template = value.concurrency_key
+        fields["concurrency_key"] = (
+            concurrency_key(template, workspace, args)
+            if template
+            else f"{workspace}/flow/{path or 'preview'}"
+        )
+        fields["concurrency_limit"] = int(value.concurrent_limit)
+        window = concurrency_window(value.concurrency_time_window_s)
+        if window is not None:
+            meta[CONCURRENCY_WINDOW] = window
+    ttl = result_cache.ttl_of(value.cache_ttl)
+    if ttl is not None:
+        meta.update(result_cache.cache_meta(result_cache.flow_key(workspace, raw, args), ttl))
+    fields["meta"] = meta
+    return fields
 
 
 async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> NewJob:
@@ -43,7 +78,9 @@ async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> N
         value = parse_value(saved.value)
         fields["args"] = validate_args(saved.schema, request.args)
         fields["priority"] = request.priority or int(value.priority or 0)
-        fields.update(_limits(value, saved.path))
+        fields.update(
+            _limits(value, saved.value, saved.path, request.workspace, fields["args"], request.meta)
+        )
         return NewJob(
             kind="flow",
             tag=request.tag or FLOW_TAG,
@@ -54,7 +91,11 @@ async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> N
     if isinstance(runnable, FlowPreview):
         value = validate_value(runnable.value, location="runnable.value")
         fields["priority"] = request.priority or int(value.priority or 0)
-        fields.update(_limits(value, runnable.path))
+        fields.update(
+            _limits(
+                value, runnable.value, runnable.path, request.workspace, request.args, request.meta
+            )
+        )
         return NewJob(
             kind="flowpreview",
             tag=request.tag or FLOW_TAG,

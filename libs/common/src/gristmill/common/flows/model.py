@@ -175,7 +175,11 @@ class ForloopFlow(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
 class WhileloopFlow(
     msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="whileloopflow"
 ):
-    """Run ``modules`` again until the module's ``stop_after_if`` holds."""
+    """Run ``modules`` again until the module's ``stop_after_if`` holds.
+
+    ``parallel``: ``parallelism`` iterations run side by side (one without it); once
+    one stops the loop, no more start and those running finish.
+    """
 
     modules: list[FlowModule]
     skip_failures: bool = False

@@ -75,6 +75,8 @@ class ModuleState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     #: Approvals: until when (UTC) the step waits, who approved.
     suspend_until: datetime | None = None
     approvers: tuple[str, ...] | None = None
+    #: Served from the result cache: the job that computed the result (``cache_ttl``).
+    cached_from: uuid.UUID | None = None
 
 
 class FlowState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -37,6 +37,7 @@ __all__ = [
     "all_modules",
     "check_subflow_cycles",
     "find_problems",
+    "ignored_settings",
     "validate_value",
 ]
 
@@ -129,6 +130,49 @@ def _module_problems(module: FlowModule, where: str) -> Iterator[Problem]:
             location=f"{where}.suspend.required_events",
             message="required_events must be at least 1",
         )
+
+
+def ignored_settings(value: FlowValue) -> list[Problem]:
+    """Settings the flow asks for that this version accepts but does not apply.
+
+    They are kept in the document (a save and a read give them back) and the flow runs
+    without them; the flow API reports them on save (header ``x-gristmill-warning``).
+    """
+    found: list[Problem] = []
+    if value.same_worker:
+        found.append(
+            Problem(
+                location="value.same_worker",
+                message="same_worker is not applied: steps run on any worker and share no "
+                "./shared folder; pass data between steps through their results",
+            )
+        )
+    if value.debounce_delay_s:
+        found.append(
+            Problem(location="value.debounce_delay_s", message="debouncing is not applied")
+        )
+    if not value.concurrent_limit and (value.concurrency_time_window_s or value.concurrency_key):
+        found.append(
+            Problem(
+                location="value.concurrent_limit",
+                message="concurrency_key and concurrency_time_window_s apply only with a "
+                "concurrent_limit",
+            )
+        )
+    if value.flow_env:
+        found.append(
+            Problem(location="value.flow_env", message="flow_env is not passed to the steps")
+        )
+    for module, where in all_modules(value):
+        if module.cache_ttl and not isinstance(module.value, RawScript | PathScript | PathFlow):
+            found.append(
+                Problem(
+                    location=f"{where}.cache_ttl",
+                    message="cache_ttl applies to script and flow steps only; "
+                    "this module is not cached",
+                )
+            )
+    return found
 
 
 def find_problems(value: FlowValue, evaluator: Evaluator | None = None) -> list[Problem]:

@@ -3,7 +3,9 @@
 ``flow_status`` follows Windmill's ``FlowStatus`` (``step``, ``modules`` with ``type``,
 ``id``, ``job``, ``count``, ``flow_jobs``, ``flow_jobs_success``, ``branch_chosen``,
 ``approvers``, ``failed_retries``, ``skipped``; ``failure_module``; ``user_states``)
-and adds each module's ``result``, ``started_at``, ``duration_ms`` and ``error``.
+and adds each module's ``result``, ``started_at``, ``duration_ms`` and ``error``, and
+``cached``/``cached_from`` (the job whose result it reused) for a step served from the
+result cache.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def _module(
         view["failed_retries"] = [str(job) for job in ms.failed_retries]
     if ms.skipped:
         view["skipped"] = True
+    if ms.cached_from is not None:
+        view["cached"] = True
+        view["cached_from"] = str(ms.cached_from)
     return view
 
 

@@ -18,19 +18,22 @@ from litestar.params import Parameter
 
 from gristmill.common.errors import InvalidRequest
 from gristmill.common.flows import store
-from gristmill.common.flows.model import decode_document, encode_yaml
+from gristmill.common.flows.model import decode_document, encode_yaml, parse_value
+from gristmill.common.flows.validate import ignored_settings
 from gristmill.common.scripts import validate_path
 from gristmill.common.tokens import TokenInfo
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
 
-__all__ = ["DEFAULT_PER_PAGE", "MAX_PER_PAGE", "ROUTES", "read_document"]
+__all__ = ["DEFAULT_PER_PAGE", "MAX_PER_PAGE", "ROUTES", "WARNING_HEADER", "read_document"]
 
 DEFAULT_PER_PAGE: Final = 30
 MAX_PER_PAGE: Final = 1000
 _AuthRequest = Request[TokenInfo, str, Any]
 _json = msgspec.json.Encoder()
 _YAML_MEDIA: Final = ("application/yaml", "application/x-yaml", "text/yaml")
+#: Settings a saved flow asks for that are kept but not applied (see ``_saved``).
+WARNING_HEADER: Final = "x-gristmill-warning"
 
 
 def _ctx(state: State) -> GatewayContext:
@@ -62,12 +65,13 @@ def _document_response(document: dict[str, Any], request: _AuthRequest) -> Respo
     summary="Save a new flow (OpenFlow, JSON or YAML)",
     tags=["flow"],
 )
-async def create_flow(workspace: str, request: _AuthRequest, state: State) -> str:
+async def create_flow(workspace: str, request: _AuthRequest, state: State) -> Response[str]:
     """Answers the flow's path; 409 if a flow exists there already."""
     check_workspace(request.user, workspace)
     document = await read_document(request)
     async with _ctx(state).pool.acquire() as conn, conn.transaction():
-        return await store.create_flow(conn, workspace, document, user=request.user.user_id)
+        path = await store.create_flow(conn, workspace, document, user=request.user.user_id)
+    return _saved(path, document, status_code=201)
 
 
 @post(
@@ -77,13 +81,27 @@ async def create_flow(workspace: str, request: _AuthRequest, state: State) -> st
     summary="Save over a flow (its path in the body may rename it)",
     tags=["flow"],
 )
-async def update_flow(workspace: str, path: str, request: _AuthRequest, state: State) -> str:
+async def update_flow(
+    workspace: str, path: str, request: _AuthRequest, state: State
+) -> Response[str]:
     check_workspace(request.user, workspace)
     document = await read_document(request)
     async with _ctx(state).pool.acquire() as conn, conn.transaction():
-        return await store.update_flow(
+        saved = await store.update_flow(
             conn, workspace, validate_path(path.lstrip("/")), document, user=request.user.user_id
         )
+    return _saved(saved, document, status_code=200)
+
+
+def _saved(path: str, document: Any, *, status_code: int) -> Response[str]:
+    """The answer to a save: the path (as Windmill answers), and in the header
+    ``x-gristmill-warning`` the settings that are kept but not applied (one
+    ``location: message`` per entry, separated by ``; ``)."""
+    headers: dict[str, str] = {}
+    ignored = ignored_settings(parse_value(document["value"]))
+    if ignored:
+        headers[WARNING_HEADER] = "; ".join(f"{p.location}: {p.message}" for p in ignored)
+    return Response(path, status_code=status_code, media_type="text/plain", headers=headers)
 
 
 @get(

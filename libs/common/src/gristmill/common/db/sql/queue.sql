@@ -93,6 +93,36 @@ INSERT INTO concurrency_slots AS s (key, running) VALUES ($1, 1)
 ON CONFLICT (key) DO UPDATE SET running = s.running + 1 WHERE s.running < $2
 RETURNING running;
 
+-- name: release_slot
+-- Give back a slot taken in this transaction (the run may not start: time window).
+UPDATE concurrency_slots SET running = running - 1 WHERE key = $1 AND running > 0;
+
+-- name: window_starts
+-- Runs of key $1 that started within the last $2 seconds, and when the oldest of them
+-- leaves the window. Older starts are forgotten on the way.
+WITH forgotten AS (
+    DELETE FROM concurrency_starts
+    WHERE key = $1 AND started_at <= now() - make_interval(secs => $2::float8)
+)
+SELECT count(*) AS started, min(started_at) + make_interval(secs => $2::float8) AS free_at
+FROM concurrency_starts
+WHERE key = $1 AND started_at > now() - make_interval(secs => $2::float8);
+
+-- name: record_start
+INSERT INTO concurrency_starts (key, job_id, started_at) VALUES ($1, $2, now())
+ON CONFLICT DO NOTHING;
+
+-- name: defer
+-- Give back a claim (same transaction as the claim) and make it claimable at $2.
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL, started_at = NULL, attempt = attempt - 1,
+        scheduled_for = GREATEST($2::timestamptz, now())
+    WHERE id = $1
+    RETURNING id
+)
+DELETE FROM job_runtime r USING q WHERE r.id = q.id;
+
 -- name: unclaim
 -- Give back a claim that could not get its concurrency slot (same transaction as the claim).
 WITH q AS (

@@ -131,6 +131,29 @@ CREATE TABLE concurrency_slots (
     running  integer NOT NULL DEFAULT 0 CHECK (running >= 0)
 );
 
+-- A result computed for one version of a runnable and one set of arguments, reused
+-- until ``expires_at`` instead of running again (``cache_ttl`` of scripts, flows and
+-- flow steps). ``key`` is a SHA-256 over the workspace, the runnable's version and the
+-- canonical JSON of the arguments; ``job_id`` is the job that computed the result.
+CREATE TABLE result_cache (
+    key          text PRIMARY KEY,
+    workspace_id text NOT NULL,
+    result       jsonb,
+    job_id       uuid NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE INDEX result_cache_expires_idx ON result_cache (expires_at);
+
+-- When each job of a concurrency key with a time window started: at most
+-- ``concurrency_limit`` of them start within any ``concurrency_time_window_s``.
+CREATE TABLE concurrency_starts (
+    key         text NOT NULL,
+    job_id      uuid NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key, started_at, job_id)
+);
+
 -- Bus messages that could not be decoded or validated, parked with their error.
 CREATE TABLE dead_letters (
     id          bigserial PRIMARY KEY,
@@ -424,3 +447,124 @@ CREATE TABLE http_triggers (
 );
 CREATE UNIQUE INDEX http_triggers_route_idx ON http_triggers (http_method, route_key);
 CREATE INDEX http_triggers_segments_idx ON http_triggers (segments);
+
+-- WebSocket triggers (gristmill.common.websocket_triggers; connected by the triggers
+-- service) and email triggers (gristmill.common.email_triggers; served by its SMTP server).
+--
+-- A WebSocket trigger is connected by one triggers replica at a time: the replica holds a
+-- lease on the row (server_id, last_server_ping, renewed while connected; another replica
+-- may take the row once the lease is older than its time to live). error is the last
+-- connection error (NULL while connected). A change of what a connection uses notifies
+-- 'gristmill_websocket_triggers' so that connections are remade without a restart.
+
+CREATE TABLE websocket_triggers (
+    workspace_id            text NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    path                    text NOT NULL,
+    -- ws:// or wss:// URL, or '$script:<path>' / '$flow:<path>' whose result is the URL.
+    url                     text NOT NULL,
+    url_runnable_args       jsonb,
+    script_path             text NOT NULL,
+    is_flow                 boolean NOT NULL DEFAULT false,
+    -- [{"key": ..., "value": ...}]: JSON messages whose field contains the value.
+    filters                 jsonb NOT NULL DEFAULT '[]'::jsonb,
+    filter_logic            text NOT NULL DEFAULT 'and' CHECK (filter_logic IN ('and', 'or')),
+    -- [{"raw_message": ...} | {"runnable_result": {"path", "args", "is_flow"}}]
+    initial_messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
+    can_return_message      boolean NOT NULL DEFAULT false,
+    can_return_error_result boolean NOT NULL DEFAULT false,
+    enabled                 boolean NOT NULL DEFAULT true,
+    email                   text NOT NULL,
+    edited_by               text NOT NULL,
+    edited_at               timestamptz NOT NULL,
+    server_id               text,
+    last_server_ping        timestamptz,
+    error                   text,
+    error_at                timestamptz,
+    PRIMARY KEY (workspace_id, path)
+);
+
+CREATE FUNCTION websocket_triggers_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('gristmill_websocket_triggers', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER websocket_triggers_changed
+    AFTER INSERT OR DELETE OR UPDATE OF
+        path, url, url_runnable_args, script_path, is_flow, filters, filter_logic,
+        initial_messages, can_return_message, can_return_error_result, enabled, edited_by
+    ON websocket_triggers FOR EACH STATEMENT EXECUTE FUNCTION websocket_triggers_notify();
+
+-- Email triggers: mail to <address>@<GRISTMILL_SMTP_DOMAIN> runs the script or flow.
+-- address is the local part the SMTP server matches, lower-cased: local_part, or
+-- '<workspace>-<local_part>' when workspaced_local_part. Addresses are global.
+CREATE TABLE email_triggers (
+    workspace_id          text NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    path                  text NOT NULL,
+    local_part            text NOT NULL,
+    workspaced_local_part boolean NOT NULL DEFAULT false,
+    address               text NOT NULL,
+    script_path           text NOT NULL,
+    is_flow               boolean NOT NULL DEFAULT false,
+    enabled               boolean NOT NULL DEFAULT true,
+    email                 text NOT NULL,
+    edited_by             text NOT NULL,
+    edited_at             timestamptz NOT NULL,
+    PRIMARY KEY (workspace_id, path)
+);
+CREATE UNIQUE INDEX email_triggers_address_idx ON email_triggers (address);
+
+-- Kafka triggers (gristmill.common.kafka_triggers; consumed by the triggers service).
+-- error/error_at/server_id/last_server_ping are the consumer's state (triggers service).
+
+CREATE TABLE kafka_triggers (
+    workspace_id        text NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    path                text NOT NULL,
+    kafka_resource_path text NOT NULL,
+    group_id            text NOT NULL,
+    topics              text[] NOT NULL,
+    script_path         text NOT NULL,
+    is_flow             boolean NOT NULL DEFAULT false,
+    -- Where a group with no committed offset starts: 'latest' or 'earliest'.
+    auto_offset_reset   text NOT NULL DEFAULT 'latest'
+        CHECK (auto_offset_reset IN ('latest', 'earliest')),
+    enabled             boolean NOT NULL DEFAULT true,
+    email               text NOT NULL,
+    edited_by           text NOT NULL,
+    edited_at           timestamptz NOT NULL,
+    error               text,
+    error_at            timestamptz,
+    server_id           text,
+    last_server_ping    timestamptz,
+    PRIMARY KEY (workspace_id, path)
+);
+
+-- Messages a trigger could not turn into a run request (their offsets were committed).
+CREATE TABLE kafka_trigger_parked (
+    id           bigserial PRIMARY KEY,
+    workspace_id text NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    trigger_path text NOT NULL,
+    topic        text NOT NULL,
+    "partition"  integer NOT NULL,
+    "offset"     bigint NOT NULL,
+    key          bytea,
+    value        bytea,
+    headers      jsonb NOT NULL DEFAULT '[]',
+    error        jsonb NOT NULL,
+    parked_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (workspace_id, trigger_path, topic, "partition", "offset")
+);
+
+CREATE FUNCTION kafka_triggers_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('gristmill_kafka_triggers', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER kafka_triggers_changed
+    AFTER INSERT OR DELETE OR UPDATE OF
+        path, kafka_resource_path, group_id, topics, script_path, is_flow, auto_offset_reset,
+        enabled
+    ON kafka_triggers FOR EACH STATEMENT EXECUTE FUNCTION kafka_triggers_notify();
