@@ -66,6 +66,24 @@ def test_days(expression: str, version: str, first_after_sunday_noon: datetime) 
 
 
 @pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # A one-value range is that value, not the whole field.
+        ("0 0 5-5 * * *", [utc(2024, 1, 8, 5), utc(2024, 1, 9, 5), utc(2024, 1, 10, 5)]),
+        # Every day from the 2nd plus the last: the 1st of a month is left out.
+        ("0 0 0 2-31,L * *", [utc(2024, 1, 30), utc(2024, 1, 31), utc(2024, 2, 2)]),
+        # Plain weekdays beside an nth weekday: Mondays and the second Friday.
+        ("0 0 12 * * mon,fri#2", [utc(2024, 1, 8, 12), utc(2024, 1, 12, 12), utc(2024, 1, 15, 12)]),
+        # A stepped day of month counts, and either day field may match.
+        ("0 0 0 */2 * mon", [utc(2024, 1, 8), utc(2024, 1, 9), utc(2024, 1, 11)]),
+    ],
+)
+def test_day_combinations(expression: str, expected: list[datetime]) -> None:
+    start = utc(2024, 1, 7, 12) if "2-31" not in expression else utc(2024, 1, 29, 12)
+    assert parse_schedule(expression, "UTC").upcoming(start, len(expected)) == expected
+
+
+@pytest.mark.parametrize(
     ("expression", "message"),
     [
         ("* * * *", "has 4"),

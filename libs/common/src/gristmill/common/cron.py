@@ -13,10 +13,20 @@ Syntax (Windmill's, which follows the croner library):
 * ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``,
   ``@hourly``.
 
-When both day fields are restricted (neither starts with ``*`` or ``?``), a day
-matches if *either* matches, as in Vixie cron (``0 0 0 1 * mon``: the first of the
-month, and every Monday). ``cron_version="v1"`` reads the day of the week as
-Windmill's first cron library did: ``1-7`` for Sunday to Saturday.
+When both day fields are restricted (neither is ``*`` or ``?``), a day matches if
+*either* matches (``0 0 0 1 * mon``: the first of the month, and every Monday;
+``0 0 0 */2 * mon``: the odd days, and every Monday, as croner and croniter read it,
+where Vixie cron would take only the Mondays with an odd date).
+``cron_version="v1"`` reads the day of the week as Windmill's first cron library did:
+``1-7`` for Sunday to Saturday.
+
+The croniter library parses and matches expressions on wall-clock times. This module
+checks the syntax above first (so that an error names the field at fault) and spells it
+the way croniter reads it: croniter numbers the days of the week ``0-6`` and writes the
+last Friday ``L5``, reads ``a-a`` as the whole field and ``b-a`` as a range that wraps
+around, and cannot mix ``L``, ``d#n`` or ``dL`` with plain days (such an expression
+becomes several croniter expressions, whose matches are merged). Time zones are
+handled here, not by croniter.
 
 Time zones (IANA names, through :mod:`zoneinfo`). An expression matches *wall-clock*
 times of its zone; around daylight-saving changes:
@@ -35,15 +45,25 @@ Everything returned is an aware UTC :class:`~datetime.datetime` on a whole secon
 
 from __future__ import annotations
 
-import calendar
+import copy
 import functools
 import re
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+# croniter ships no type information (typeshed's stubs follow its 6.x releases): it is
+# used only here, behind typed functions.
+from croniter import (  # type: ignore[import-untyped]
+    HOUR_FIELD,
+    MINUTE_FIELD,
+    MONTH_FIELD,
+    SECOND_FIELD,
+    CroniterError,
+    croniter,
+)
 
 from gristmill.common.errors import InvalidRequest
 
@@ -83,30 +103,11 @@ _BOUNDS: Final = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _NUMBER: Final = re.compile(r"^[0-9]+$")
 
 
-# -- parsing -----------------------------------------------------------------------------------
+# -- parsing: our syntax, checked and spelled the way croniter reads it ------------------------
 
 
 class _FieldError(Exception):
     """A problem in one field; turned into an ``InvalidRequest`` naming the field."""
-
-
-@dataclass(frozen=True, slots=True)
-class _DaySpec:
-    """What the two day fields select, resolved per month by :func:`_days_of_month`."""
-
-    #: Explicit days of the month (1-31).
-    month_days: frozenset[int]
-    #: ``L`` in the day-of-month field.
-    last_day: bool
-    #: Plain days of the week, 0 = Sunday.
-    weekdays: frozenset[int]
-    #: ``d#n``: the n-th weekday ``d`` of the month.
-    nth_weekdays: frozenset[tuple[int, int]]
-    #: ``dL``: the last weekday ``d`` of the month.
-    last_weekdays: frozenset[int]
-    #: The field starts with ``*`` or ``?`` (it does not restrict the day on its own).
-    month_day_star: bool
-    weekday_star: bool
 
 
 def _number(text: str, lo: int, hi: int, names: tuple[str, ...] = (), base: int = 0) -> int:
@@ -122,51 +123,65 @@ def _number(text: str, lo: int, hi: int, names: tuple[str, ...] = (), base: int 
 
 
 def _range_part(
-    part: str, lo: int, hi: int, names: tuple[str, ...], base: int, wildcard: bool
-) -> list[int]:
-    """The values of one list item: ``*``, ``n``, ``a-b``, each with an optional ``/step``."""
+    part: str, lo: int, hi: int, names: tuple[str, ...], base: int
+) -> tuple[int, int, int] | None:
+    """One list item as ``(first, last, step)``; ``None`` for a plain ``*`` (or ``?``)."""
     body, slash, step_text = part.partition("/")
     step = 1
     if slash:
         if not _NUMBER.match(step_text) or int(step_text) == 0:
             raise _FieldError(f"step {step_text!r} must be a positive number")
         step = int(step_text)
-    if body == "*" or (wildcard and body == "?"):
-        start, end = lo, hi
-    elif "-" in body:
-        first, _, last = body.partition("-")
-        start = _number(first, lo, hi, names, base)
-        end = _number(last, lo, hi, names, base)
-        if start > end:
+    if body in ("*", "?"):  # callers let '?' through only in the day fields
+        return None if not slash else (lo, hi, step)
+    if "-" in body:
+        first_text, _, last_text = body.partition("-")
+        first = _number(first_text, lo, hi, names, base)
+        last = _number(last_text, lo, hi, names, base)
+        if first > last:  # croniter would wrap around; Windmill rejects it
             raise _FieldError(f"range {body!r} goes backwards")
-    else:
-        start = _number(body, lo, hi, names, base)
-        end = hi if slash else start
-    return list(range(start, end + 1, step))
+        return first, last, step
+    first = _number(body, lo, hi, names, base)
+    return first, hi if slash else first, step
 
 
-def _simple_field(text: str, index: int) -> tuple[int, ...]:
+def _span(first: int, last: int, step: int) -> str:
+    """croniter's spelling of ``first`` to ``last`` by ``step`` (a single value alone:
+    croniter reads ``a-a`` as the whole field)."""
+    if first == last:
+        return str(first)
+    return f"{first}-{last}" if step == 1 else f"{first}-{last}/{step}"
+
+
+def _simple_field(text: str, index: int) -> list[str]:
     lo, hi = _BOUNDS[index]
     names = _MONTHS if index == 4 else ()
-    values: set[int] = set()
+    items: list[str] = []
     for part in text.split(","):
         if not part:
             raise _FieldError("empty list item")
-        values.update(_range_part(part, lo, hi, names, 1, wildcard=False))
-    return tuple(sorted(values))
+        if "?" in part:
+            raise _FieldError("'?' is only allowed in the day fields")
+        span = _range_part(part, lo, hi, names, 1)
+        items.append("*" if span is None else _span(*span))
+    # '*' alone: croniter would keep the other items, and report them as the values.
+    return ["*"] if "*" in items else items
 
 
-def _month_day_field(text: str) -> tuple[frozenset[int], bool]:
-    days: set[int] = set()
-    last = False
+def _month_day_field(text: str) -> tuple[list[str], list[str]]:
+    """croniter's items for plain days of the month, and for ``L`` (apart: croniter takes
+    30 plain days and ``L`` for the whole month)."""
+    plain: list[str] = []
+    last: list[str] = []
     for part in text.split(","):
         if not part:
             raise _FieldError("empty list item")
         if part.upper() == "L":
-            last = True
+            last = ["l"]
             continue
-        days.update(_range_part(part, 1, 31, (), 0, wildcard=True))
-    return frozenset(days), last
+        span = _range_part(part, 1, 31, (), 0)
+        plain.append("*" if span is None else _span(*span))
+    return (["*"], []) if "*" in plain else (plain, last)
 
 
 def _weekday(text: str, version: str) -> int:
@@ -178,12 +193,22 @@ def _weekday(text: str, version: str) -> int:
     return _number(text, 0, 7, _WEEKDAYS) % 7
 
 
-def _weekday_field(
-    text: str, version: str
-) -> tuple[frozenset[int], frozenset[tuple[int, int]], frozenset[int]]:
-    plain: set[int] = set()
-    nth: set[tuple[int, int]] = set()
-    last: set[int] = set()
+def _weekday_spans(first: int, last: int, step: int, version: str) -> list[str]:
+    """croniter's spelling (days 0-6, Sunday 0) of days ``first`` to ``last`` by ``step``
+    counted in the numbering of ``version``."""
+    if version == "v1":  # 1-7: one less each, still in order
+        return [_span(first - 1, last - 1, step)]
+    spans = [_span(first, min(last, 6), step)] if first <= 6 else []
+    if last == 7 and (7 - first) % step == 0:  # the sequence reaches 7, Sunday again
+        spans.append("0")
+    return spans
+
+
+def _weekday_field(text: str, version: str) -> tuple[list[str], list[str]]:
+    """croniter's items for plain days of the week, and for ``d#n`` and ``dL`` (which
+    croniter cannot mix with plain days in one expression)."""
+    plain: list[str] = []
+    special: list[str] = []
     lo, hi = (1, 7) if version == "v1" else (0, 7)
     for part in text.split(","):
         if not part:
@@ -192,25 +217,60 @@ def _weekday_field(
             day_text, _, nth_text = part.partition("#")
             if not _NUMBER.match(nth_text) or not 1 <= int(nth_text) <= 5:
                 raise _FieldError(f"{part!r}: the occurrence after '#' must be 1-5")
-            nth.add((_weekday(day_text, version), int(nth_text)))
+            special.append(f"{_weekday(day_text, version)}#{int(nth_text)}")
         elif len(part) > 1 and part[-1] in "lL":
-            last.add(_weekday(part[:-1], version))
+            special.append(f"l{_weekday(part[:-1], version)}")
         else:
-            values = _range_part(part, lo, hi, _WEEKDAYS, lo, wildcard=True)
-            plain.update((value - 1) % 7 if version == "v1" else value % 7 for value in values)
-    return frozenset(plain), frozenset(nth), frozenset(last)
+            span = _range_part(part, lo, hi, _WEEKDAYS, lo)
+            plain.extend(["*"] if span is None else _weekday_spans(*span, version))
+    return (["*"], []) if "*" in plain else (plain, special)
+
+
+@functools.lru_cache(maxsize=1024)
+def _matcher(form: str) -> Any:  # a croniter (untyped): copy it before use, it keeps state
+    return croniter(
+        form,
+        ret_type=datetime,
+        day_or=False,  # the either-day rule is ours: see CronExpression.forms
+        max_years_between_matches=_SEARCH_YEARS,
+        second_at_beginning=True,
+    )
+
+
+def _search(form: str, start: datetime, *, forward: bool) -> datetime | None:
+    """croniter's first match of ``form`` strictly after (or before) the naive ``start``."""
+    matcher = copy.copy(_matcher(form))
+    try:
+        found = matcher.get_next(datetime, start) if forward else matcher.get_prev(datetime, start)
+    except (ValueError, OverflowError):
+        # Nothing within _SEARCH_YEARS (croniter's CroniterBadDateError is a ValueError),
+        # or the search left the years datetime can hold (1-9999).
+        return None
+    if not isinstance(found, datetime):
+        raise TypeError(f"croniter returned {found!r} for {form!r}")
+    return found
+
+
+def _values(expanded: list[object], lo: int, hi: int) -> tuple[int, ...]:
+    """A field of croniter's expansion (``['*']`` for all) as sorted values."""
+    if expanded == ["*"]:
+        return tuple(range(lo, hi + 1))
+    return tuple(sorted(value for value in expanded if isinstance(value, int)))
 
 
 @dataclass(frozen=True, slots=True)
 class CronExpression:
-    """A parsed expression: the sorted values each field allows (days resolved per month)."""
+    """A parsed expression: the sorted values of its time fields, and its croniter forms."""
 
     text: str
     seconds: tuple[int, ...]
     minutes: tuple[int, ...]
     hours: tuple[int, ...]
     months: tuple[int, ...]
-    days: _DaySpec = field(repr=False)
+    #: The expression in croniter's syntax (seconds first): a wall time matches when one
+    #: of them does. There are several when the day fields are joined by "either", or
+    #: when ``L`` or ``d#n``/``dL`` come with plain days.
+    forms: tuple[str, ...] = field(repr=False)
 
     @property
     def every_hour(self) -> bool:
@@ -219,113 +279,56 @@ class CronExpression:
 
     def first_at_or_after(self, wall: datetime) -> datetime | None:
         """The first matching wall time at or after ``wall`` (naive), if any soon enough."""
-        year, month, day = wall.year, wall.month, wall.day
-        hour, minute, second = wall.hour, wall.minute, wall.second + (wall.microsecond > 0)
-        last_year = min(year + _SEARCH_YEARS, 9999)
-        while year <= last_year:
-            if month > 12:
-                year, month, day, hour, minute, second = year + 1, 1, 1, 0, 0, 0
-                continue
-            i = bisect_left(self.months, month)
-            if i == len(self.months):
-                year, month, day, hour, minute, second = year + 1, 1, 1, 0, 0, 0
-                continue
-            if self.months[i] != month:
-                month, day, hour, minute, second = self.months[i], 1, 0, 0, 0
-            days = _days_of_month(self.days, year, month)
-            i = bisect_left(days, day)
-            if i == len(days):
-                month, day, hour, minute, second = month + 1, 1, 0, 0, 0
-                continue
-            if days[i] != day:
-                day, hour, minute, second = days[i], 0, 0, 0
-            i = bisect_left(self.hours, hour)
-            if i == len(self.hours):
-                day, hour, minute, second = day + 1, 0, 0, 0
-                continue
-            if self.hours[i] != hour:
-                hour, minute, second = self.hours[i], 0, 0
-            i = bisect_left(self.minutes, minute)
-            if i == len(self.minutes):
-                hour, minute, second = hour + 1, 0, 0
-                continue
-            if self.minutes[i] != minute:
-                minute, second = self.minutes[i], 0
-            i = bisect_left(self.seconds, second)
-            if i == len(self.seconds):
-                minute, second = minute + 1, 0
-                continue
-            return datetime(year, month, day, hour, minute, self.seconds[i])
-        return None
+        # croniter searches strictly after a whole second: the one before the first we allow.
+        start = wall.replace(microsecond=0) - (timedelta() if wall.microsecond else _SECOND)
+        return min(self._matches(start, forward=True), default=None)
 
     def last_at_or_before(self, wall: datetime) -> datetime | None:
         """The last matching wall time at or before ``wall`` (naive), if any."""
-        year, month, day = wall.year, wall.month, wall.day
-        hour, minute, second = wall.hour, wall.minute, wall.second
-        first_year = max(year - _SEARCH_YEARS, 1)
-        while year >= first_year:
-            if month < 1:
-                year, month, day, hour, minute, second = year - 1, 12, 31, 23, 59, 59
-                continue
-            i = bisect_right(self.months, month) - 1
-            if i < 0:
-                year, month, day, hour, minute, second = year - 1, 12, 31, 23, 59, 59
-                continue
-            if self.months[i] != month:
-                month, day, hour, minute, second = self.months[i], 31, 23, 59, 59
-            days = _days_of_month(self.days, year, month)
-            i = bisect_right(days, day) - 1
-            if i < 0:
-                month, day, hour, minute, second = month - 1, 31, 23, 59, 59
-                continue
-            if days[i] != day:
-                day, hour, minute, second = days[i], 23, 59, 59
-            i = bisect_right(self.hours, hour) - 1
-            if i < 0:
-                day, hour, minute, second = day - 1, 23, 59, 59
-                continue
-            if self.hours[i] != hour:
-                hour, minute, second = self.hours[i], 59, 59
-            i = bisect_right(self.minutes, minute) - 1
-            if i < 0:
-                hour, minute, second = hour - 1, 59, 59
-                continue
-            if self.minutes[i] != minute:
-                minute, second = self.minutes[i], 59
-            i = bisect_right(self.seconds, second) - 1
-            if i < 0:
-                minute, second = minute - 1, 59
-                continue
-            return datetime(year, month, day, hour, minute, self.seconds[i])
-        return None
+        return max(
+            self._matches(wall.replace(microsecond=0) + _SECOND, forward=False), default=None
+        )
+
+    def _matches(self, start: datetime, *, forward: bool) -> list[datetime]:
+        """Each form's first match strictly after (or before) ``start``."""
+        found = (_search(form, start, forward=forward) for form in self.forms)
+        return [wall for wall in found if wall is not None]
 
 
-@functools.lru_cache(maxsize=8192)
-def _days_of_month(spec: _DaySpec, year: int, month: int) -> tuple[int, ...]:
-    """The days of ``year``-``month`` that the day fields select, in order."""
-    first_weekday, length = calendar.monthrange(year, month)  # Monday = 0
-    first_sunday_based = (first_weekday + 1) % 7
+def _forms(fields: list[str], version: str) -> tuple[str, ...]:
+    """croniter's forms of the 6 ``fields`` (see ``CronExpression.forms``)."""
+    index = 0
+    try:
+        times = []
+        for index in (0, 1, 2):
+            times.append(",".join(_simple_field(fields[index], index)))
+        index = 3
+        month_days = [",".join(part) for part in _month_day_field(fields[3]) if part]
+        index = 4
+        month = ",".join(_simple_field(fields[4], 4))
+        index = 5
+        weekdays = [",".join(part) for part in _weekday_field(fields[5], version) if part]
+    except _FieldError as exc:
+        raise InvalidRequest(
+            f"{_FIELD_NAMES[index]} field {fields[index]!r}: {exc}", location="schedule"
+        ) from None
+    if fields[3] in ("*", "?") or fields[5] in ("*", "?"):  # the other field decides
+        days = [(dom, dow) for dom in month_days for dow in weekdays]
+    else:  # both restrict the day: either matches
+        days = [(dom, "*") for dom in month_days] + [("*", dow) for dow in weekdays]
+    return tuple(" ".join((*times, dom, month, dow)) for dom, dow in days)
 
-    def weekday(day: int) -> int:
-        return (first_sunday_based + day - 1) % 7
 
-    by_month_day = {d for d in spec.month_days if d <= length}
-    if spec.last_day:
-        by_month_day.add(length)
-    by_weekday = {d for d in range(1, length + 1) if weekday(d) in spec.weekdays}
-    for wanted, nth in spec.nth_weekdays:
-        day = 1 + (wanted - first_sunday_based) % 7 + 7 * (nth - 1)
-        if day <= length:
-            by_weekday.add(day)
-    for wanted in spec.last_weekdays:
-        by_weekday.add(length - (weekday(length) - wanted) % 7)
-    if spec.month_day_star and spec.weekday_star:
-        return tuple(range(1, length + 1))
-    if spec.month_day_star:
-        return tuple(sorted(by_weekday))
-    if spec.weekday_star:
-        return tuple(sorted(by_month_day))
-    return tuple(sorted(by_month_day | by_weekday))
+def _possible(form: str, source: str) -> bool:
+    """Whether croniter reads ``form`` and finds a match (the calendar repeats every 400
+    years, so none from 2000 on means none ever: ``30 2`` never happens)."""
+    try:
+        _matcher(form)
+    except CroniterError as exc:  # not expected: the checks above let through only its syntax
+        raise InvalidRequest(
+            f"{source!r} is not a valid cron expression: {exc}", location="schedule"
+        ) from None
+    return _search(form, datetime(2000, 1, 1), forward=True) is not None
 
 
 def parse_cron(text: str, *, cron_version: str | None = None) -> CronExpression:
@@ -352,42 +355,18 @@ def parse_cron(text: str, *, cron_version: str | None = None) -> CronExpression:
             f"(with the second first); {source!r} has {len(fields)}",
             location="schedule",
         )
-    index = 0
-    try:
-        seconds = _simple_field(fields[0], 0)
-        index = 1
-        minutes = _simple_field(fields[1], 1)
-        index = 2
-        hours = _simple_field(fields[2], 2)
-        index = 3
-        month_days, last_day = _month_day_field(fields[3])
-        index = 4
-        months = _simple_field(fields[4], 4)
-        index = 5
-        weekdays, nth, last_weekdays = _weekday_field(fields[5], version)
-    except _FieldError as exc:
-        raise InvalidRequest(
-            f"{_FIELD_NAMES[index]} field {fields[index]!r}: {exc}", location="schedule"
-        ) from None
-    expression = CronExpression(
-        text=source,
-        seconds=seconds,
-        minutes=minutes,
-        hours=hours,
-        months=months,
-        days=_DaySpec(
-            month_days=month_days,
-            last_day=last_day,
-            weekdays=weekdays,
-            nth_weekdays=nth,
-            last_weekdays=last_weekdays,
-            month_day_star=fields[3][0] in "*?",
-            weekday_star=fields[5][0] in "*?",
-        ),
-    )
-    if expression.first_at_or_after(datetime(2000, 1, 1)) is None:
+    forms = tuple(form for form in _forms(fields, version) if _possible(form, source))
+    if not forms:
         raise InvalidRequest(f"{source!r} never matches a date", location="schedule")
-    return expression
+    expansion = _matcher(forms[0]).expanded
+    return CronExpression(
+        text=source,
+        seconds=_values(expansion[SECOND_FIELD], 0, 59),
+        minutes=_values(expansion[MINUTE_FIELD], 0, 59),
+        hours=_values(expansion[HOUR_FIELD], 0, 23),
+        months=_values(expansion[MONTH_FIELD], 1, 12),
+        forms=forms,
+    )
 
 
 # -- time zones --------------------------------------------------------------------------------
