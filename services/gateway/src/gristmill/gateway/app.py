@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -15,6 +16,7 @@ from gristmill.gateway.routes import (
     flows,
     http_routes,
     http_triggers,
+    introspect,
     jobs,
     kafka_triggers,
     resources,
@@ -28,6 +30,7 @@ from gristmill.gateway.routes import (
     websocket_triggers,
     workers,
 )
+from gristmill.gateway.webui import spa_fallback, ui_routes
 
 __all__ = ["GatewayContext", "create_app"]
 
@@ -52,9 +55,15 @@ def create_app(context: GatewayContext) -> Litestar:
             *websocket_triggers.ROUTES,
             *email_triggers.ROUTES,
             *kafka_triggers.ROUTES,
+            *introspect.ROUTES,
+            *ui_routes(),
         ],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
-        exception_handlers=exception_handlers,
+        exception_handlers={
+            **exception_handlers,
+            # Client routes of the web UI answer its index.html.
+            NotFoundException: spa_fallback(exception_handlers[HTTPException]),
+        },
         openapi_config=OpenAPIConfig(
             title="Gristmill",
             version=context.version,

@@ -299,17 +299,18 @@ async def _job_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Poll the job until it completes (or the stream's lifetime ends).
 
-    Sends an ``update`` when something changed (new logs, started, memory), a
-    ``ping`` when nothing was sent for a while, and a last ``update`` with
-    ``completed: true`` and the job. The client going away cancels the generator; a
-    database failure ends the stream with an ``error`` event (the client reconnects).
+    Sends an ``update`` when something changed (new logs, started, memory, the
+    ``flow_status`` of a flow's steps), a ``ping`` when nothing was sent for a while,
+    and a last ``update`` with ``completed: true`` and the job. The client going away
+    cancels the generator; a database failure ends the stream with an ``error`` event
+    (the client reconnects).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     last_sent = started
     delay = _SSE_POLL_MIN_S
     position: LogPosition | None = None
-    previous: tuple[bool, int | None] | None = None
+    previous: tuple[bool, int | None, dict[str, Any] | None] | None = None
     while True:
         try:
             if position is None:
@@ -337,7 +338,7 @@ async def _job_events(
             yield ServerSentEventMessage(data=_STREAM_ERROR)
             return
         now = loop.time()
-        state = (update.running, update.mem_peak)
+        state = (update.running, update.mem_peak, update.flow_status)
         if (new_logs and with_logs) or state != previous:
             previous = state
             last_sent = now
@@ -349,6 +350,7 @@ async def _job_events(
                     log_offset=update.log_offset,
                     new_logs=new_logs if with_logs else msgspec.UNSET,
                     mem_peak=update.mem_peak,
+                    flow_status=update.flow_status,
                 )
             )
         else:
@@ -380,6 +382,7 @@ async def _completed_update(
         log_offset=update.log_offset,
         new_logs=new_logs if with_logs and not only_result else msgspec.UNSET,
         mem_peak=update.mem_peak,
+        flow_status=update.flow_status,
         job=msgspec.UNSET if only_result else job,
         only_result=result if only_result else msgspec.UNSET,
     )
