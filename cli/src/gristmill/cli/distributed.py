@@ -61,7 +61,9 @@ async def run_service(name: str, settings: Settings, *, burst: bool = False) -> 
         elif name == "worker":
             from gristmill.cli.serve_worker import run_worker
 
-            await run_worker(dsn, pool, queue, settings, stop, burst=burst)
+            # A worker dedicated to scripts serves only them (as Windmill's does).
+            ordinary = not settings.dedicated
+            await run_worker(dsn, pool, queue, settings, stop, burst=burst, ordinary=ordinary)
         elif name == "scheduler":
             from gristmill.cli.serve_scheduler import run_scheduler
 

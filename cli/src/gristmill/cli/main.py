@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
                 "--burst", action="store_true", help="exit once no job is left to claim"
             )
             service.add_argument("--insecure-no-sandbox", action="store_true", help=_INSECURE_HELP)
+            service.add_argument(
+                "--dedicated",
+                action="append",
+                metavar="WORKSPACE:PATH",
+                help="run only this script's jobs, in a warm interpreter (repeatable; "
+                "GRISTMILL_DEDICATED)",
+            )
     broker = commands.add_parser("broker", help="run a local Kafka-protocol broker for development")
     broker.add_argument("--port", type=int, default=9092)
     return parser
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "http_port": getattr(args, "port", None) if args.command != "broker" else None,
             "workers": getattr(args, "workers", None),
             "insecure_no_sandbox": getattr(args, "insecure_no_sandbox", None) or None,
+            "dedicated": getattr(args, "dedicated", None),
         }
         if args.command in SERVICES:
             overrides["bus"] = "kafka"

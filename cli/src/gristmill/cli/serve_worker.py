@@ -8,15 +8,24 @@ import asyncpg
 import structlog
 
 from gristmill.cli.runtime import data_dir
-from gristmill.common.queue import Queue
+from gristmill.common.errors import InvalidRequest
+from gristmill.common.queue import Queue, validate_tag
+from gristmill.common.scripts import dedicated_tag, validate_path
 from gristmill.common.settings import Settings
 from gristmill.common.wakeup import Wakeup
+from gristmill.worker.dedicated import DedicatedSettings, parse_dedicated
 from gristmill.worker.execution import ExecutorSettings
 from gristmill.worker.job_context import JobContext
 from gristmill.worker.sandbox import Limits, Sandbox, SandboxPolicy, SandboxUnavailable, detect
 from gristmill.worker.service import Worker, WorkerSettings
 
-__all__ = ["job_sandbox", "run_worker", "sandbox_policy", "worker_settings"]
+__all__ = [
+    "dedicated_settings",
+    "job_sandbox",
+    "run_worker",
+    "sandbox_policy",
+    "worker_settings",
+]
 
 _log = structlog.get_logger(__name__)
 _INSECURE = (
@@ -76,9 +85,40 @@ async def job_sandbox(settings: Settings) -> Sandbox | None:
     return sandbox
 
 
-def worker_settings(settings: Settings, *, sandbox: Sandbox | None = None) -> WorkerSettings:
+def dedicated_settings(settings: Settings) -> DedicatedSettings | None:
+    """The scripts of ``GRISTMILL_DEDICATED`` / ``--dedicated`` (``<workspace>:<path>``)
+    as their jobs' tags. Raises ``InvalidRequest`` naming the setting."""
+    if not settings.dedicated:
+        return None
+    tags = []
+    for value in settings.dedicated:
+        try:
+            workspace, path = parse_dedicated(value)
+            tag = validate_tag(dedicated_tag(workspace, validate_path(path)))
+        except (ValueError, InvalidRequest) as exc:
+            raise InvalidRequest(
+                f"bad dedicated script {value!r}: {exc}", location="GRISTMILL_DEDICATED"
+            ) from exc
+        tags.append(tag)
+    return DedicatedSettings(
+        scripts=tuple(dict.fromkeys(tags)),
+        max_jobs=settings.dedicated_max_jobs,
+        max_rss_mb=settings.dedicated_max_rss_mb,
+    )
+
+
+def worker_settings(
+    settings: Settings,
+    *,
+    sandbox: Sandbox | None = None,
+    dedicated: DedicatedSettings | None = None,
+) -> WorkerSettings:
+    """An ordinary worker's settings, or with ``dedicated``, those of a worker that
+    claims only the jobs of the scripts it is dedicated to."""
+    tags = dedicated.scripts if dedicated is not None else tuple(settings.worker_tags)
     return WorkerSettings(
-        tags=tuple(settings.worker_tags),
+        tags=tags,
+        dedicated=dedicated,
         group=settings.worker_group,
         concurrency=settings.workers,
         heartbeat_interval_s=settings.heartbeat_interval_s,
@@ -97,18 +137,25 @@ async def run_worker(
     stop: asyncio.Event,
     *,
     burst: bool = False,
+    ordinary: bool = True,
 ) -> None:
+    """Run this process's workers: an ordinary one (unless ``ordinary`` is False) and,
+    when ``GRISTMILL_DEDICATED`` names scripts, one dedicated to them."""
+    dedicated = dedicated_settings(settings)
     sandbox = await job_sandbox(settings)
-    async with Wakeup(
-        dsn,
-        settings.worker_tags,
-        mode=settings.wake_mode,
-        poll_interval_s=settings.poll_interval_s,
-    ) as wakeup:
-        job_env = JobContext(pool, default_timeout_s=settings.job_timeout_s)
-        worker = Worker(
-            pool, queue, wakeup, worker_settings(settings, sandbox=sandbox), job_env=job_env
-        )
-        if sandbox is None:
-            _log.warning(_INSECURE, worker_id=worker.id)
-        await worker.run(stop, burst=burst)
+    wanted = [worker_settings(settings, sandbox=sandbox)] if ordinary or dedicated is None else []
+    if dedicated is not None:
+        wanted.append(worker_settings(settings, sandbox=sandbox, dedicated=dedicated))
+        _log.info("dedicated worker", scripts=list(dedicated.scripts))
+    job_env = JobContext(pool, default_timeout_s=settings.job_timeout_s)
+
+    async def serve(one: WorkerSettings) -> None:
+        async with Wakeup(
+            dsn, one.tags, mode=settings.wake_mode, poll_interval_s=settings.poll_interval_s
+        ) as wakeup:
+            worker = Worker(pool, queue, wakeup, one, job_env=job_env)
+            if sandbox is None:
+                _log.warning(_INSECURE, worker_id=worker.id)
+            await worker.run(stop, burst=burst)
+
+    await asyncio.gather(*(serve(one) for one in wanted))

@@ -24,11 +24,14 @@ import msgspec
 import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.common.contracts.sandbox import META_KEY as SANDBOX_META_KEY
+from gristmill.common.contracts.sandbox import decode_sandbox_request
 from gristmill.common.db.queries import load_queries
-from gristmill.common.errors import NotFound
+from gristmill.common.errors import InvalidRequest, NotFound
 from gristmill.common.queue import ClaimedJob, Queue
 from gristmill.common.scripts import runnable_by_path
 from gristmill.common.wakeup import Wakeup
+from gristmill.worker.dedicated import DedicatedSettings, WarmPool
 from gristmill.worker.dependencies import Prepared, PythonDependencies, write_modules
 from gristmill.worker.execution import (
     ExecutionOutcome,
@@ -64,6 +67,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     jobs_dir: Path = Path("/tmp/gristmill-jobs")  # noqa: S108  # overridden by data_dir
     base_url: str | None = None
     executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
+    #: Scripts this worker is dedicated to (their jobs' tags belong in ``tags``).
+    dedicated: DedicatedSettings | None = None
 
 
 class _Running:
@@ -107,6 +112,11 @@ class Worker:
             sandbox=settings.executor.sandbox,
         )
         self.jobs_done = 0
+        #: The warm interpreters of a dedicated worker (``gristmill.worker.dedicated``).
+        self.dedicated: WarmPool | None = None
+        if settings.dedicated is not None and settings.dedicated.scripts:
+            base = settings.jobs_dir / "dedicated"
+            self.dedicated = WarmPool(settings.dedicated, settings.executor, base)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -123,6 +133,8 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if self.dedicated is not None:
+                await self.dedicated.close()
             with contextlib.suppress(*_DB_ERRORS):
                 await self._pool.execute("DELETE FROM workers WHERE id = $1", self.id)
 
@@ -306,10 +318,14 @@ class Worker:
         if prepared.error is not None:
             return prepared.failed_outcome()
         python_path = list(prepared.python_path)
+        modules_dir = workdir / "_workspace"
         if prepared.modules:
-            modules_dir = workdir / "_workspace"
-            write_modules(modules_dir, prepared.modules)
             python_path.append(str(modules_dir))
+        try:
+            sandbox = decode_sandbox_request(job.meta.get(SANDBOX_META_KEY))
+        except InvalidRequest as exc:
+            error = JobError(name="InvalidSandboxSetting", message=str(exc))
+            return Prepared(error=error).failed_outcome()
         request = ExecutionRequest(
             job_id=job.id,
             language=job.language or "",
@@ -320,7 +336,15 @@ class Worker:
             workdir=workdir,
             # The in-job client library comes after the job's own packages.
             python_path=(*python_path, str(SDK_DIR)),
+            sandbox=sandbox,
         )
+        if self.dedicated is not None and self.dedicated.handles(job):
+            # A warm interpreter lays out the packages and modules once, itself.
+            return await self.dedicated.execute(
+                job, request, prepared, on_log=sink.write, cancel=state.cancel
+            )
+        if prepared.modules:
+            write_modules(modules_dir, prepared.modules)
         return await execute(
             request, on_log=sink.write, cancel=state.cancel, settings=self._settings.executor
         )

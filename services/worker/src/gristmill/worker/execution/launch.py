@@ -20,7 +20,7 @@ import msgspec
 from gristmill.worker.execution.job_process import JobProcess
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
-from gristmill.worker.sandbox import Limits, ResourceUsage
+from gristmill.worker.sandbox import Limits, ResourceUsage, Sandbox
 from gristmill.worker.sandbox import process as sandbox_process
 from gristmill.worker.sandbox.job import JobSandbox
 
@@ -31,6 +31,7 @@ __all__ = [
     "build_argv",
     "build_env",
     "job_limits",
+    "job_sandbox",
     "launch",
 ]
 
@@ -102,8 +103,17 @@ def build_env(request: ExecutionRequest, settings: ExecutorSettings) -> dict[str
     return env
 
 
-def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSettings) -> Launched:
+def launch(
+    command: Command,
+    *,
+    request: ExecutionRequest,
+    settings: ExecutorSettings,
+    pass_fds: tuple[int, ...] = (),
+) -> Launched:
     """Start ``command`` in ``request.workdir`` in a new session (in the running loop).
+
+    ``pass_fds``: more descriptors the command inherits at the same numbers (a
+    dedicated interpreter's control socket).
 
     Raises ``OSError`` or ``ValueError`` (e.g. a NUL byte in an argument) when the
     process cannot be started; no file descriptor is leaked either way.
@@ -116,7 +126,7 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
     sandbox = None
     if settings.sandbox is not None:
         sandbox = JobSandbox(
-            settings.sandbox,
+            job_sandbox(request, settings),
             job_id=request.job_id,
             workdir=request.workdir,
             readonly_paths=command.readonly_paths,
@@ -145,7 +155,7 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
             cwd=request.workdir if sandbox is None else "/",
             env=env,
             start_new_session=True,
-            pass_fds=() if sandbox is None else sandbox.pass_fds,
+            pass_fds=(*pass_fds, *(() if sandbox is None else sandbox.pass_fds)),
         )
     except BaseException:
         for fd, _ in read_fds:
@@ -166,14 +176,32 @@ def launch(command: Command, *, request: ExecutionRequest, settings: ExecutorSet
     return Launched(process=sandbox_process.SandboxedProcess(popen, sandbox), outputs=outputs)
 
 
-def job_limits(request: ExecutionRequest, settings: ExecutorSettings) -> Limits:
-    """The limits ``request`` runs under: the worker's defaults (``SandboxPolicy.limits``).
+def job_sandbox(request: ExecutionRequest, settings: ExecutorSettings) -> Sandbox:
+    """The worker's sandbox, with the network the request's script asks for: a script
+    may give up the group's network (``none``), never gain one."""
+    assert settings.sandbox is not None
+    sandbox = settings.sandbox
+    wanted = request.sandbox.network if request.sandbox is not None else None
+    if wanted == "none" and sandbox.policy.network != "none":
+        policy = msgspec.structs.replace(sandbox.policy, network="none")
+        sandbox = msgspec.structs.replace(sandbox, policy=policy)
+    return sandbox
 
-    The hook for per-job limits: a request that carries its own (a script's declared
-    memory, say) is merged here, within what the worker group allows.
-    """
+
+def job_limits(request: ExecutionRequest, settings: ExecutorSettings) -> Limits:
+    """The limits ``request`` runs under: the worker group's (``SandboxPolicy.limits``),
+    each lowered to the request's script's own where it asks for less."""
     assert settings.sandbox is not None
     limits = settings.sandbox.policy.limits
+    if request.sandbox is not None:
+        tighter: dict[str, int] = {}
+        for field in msgspec.structs.fields(limits):
+            wanted = getattr(request.sandbox, field.name, None)
+            if wanted is None:
+                continue
+            current = getattr(limits, field.name)
+            tighter[field.name] = wanted if current is None else min(wanted, current)
+        limits = msgspec.structs.replace(limits, **tighter)
     if request.language in _RESERVES_ADDRESS_SPACE and limits.address_space_mb is not None:
         # V8 reserves a large address range at start and dies under an address-space
         # limit; its memory stays bounded by the job's memory cgroup where there is one.
