@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gristmill.common.contracts.sandbox import SandboxRequest
 from gristmill.worker.execution import ExecutionOutcome, ExecutionRequest, ExecutorSettings, execute
 from gristmill.worker.sandbox import Limits, Sandbox, SandboxPolicy, detect
 
@@ -114,6 +115,7 @@ async def run(
     cancel: asyncio.Event | None = None,
     logs: Logs | None = None,
     python_path: tuple[str, ...] = (),
+    sandbox: SandboxRequest | None = None,
 ) -> tuple[ExecutionOutcome, Logs]:
     logs = logs or Logs()
     request = ExecutionRequest(
@@ -125,6 +127,7 @@ async def run(
         timeout_s=timeout_s,
         workdir=workdir,
         python_path=python_path,
+        sandbox=sandbox,
     )
     outcome = await execute(
         request, on_log=logs, cancel=cancel or asyncio.Event(), settings=settings

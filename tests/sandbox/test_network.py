@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gristmill.common.contracts.sandbox import SandboxRequest
 from gristmill.worker.execution import ExecutorSettings
 from gristmill.worker.sandbox import detect
-from tests.sandbox.conftest import DataDir, policy, run
+from tests.sandbox.conftest import LIMITS, DataDir, policy, run
 
 CONNECT = """
 import socket
@@ -81,3 +82,43 @@ async def test_no_network_reaches_neither_the_host_nor_outside(
         "import socket\ndef main():\n    return sorted(n for _, n in socket.if_nameindex())\n",
     )
     assert interfaces.result == ["lo"]
+
+
+async def test_a_script_may_ask_for_no_network_and_tighter_limits(
+    settings: ExecutorSettings, data_dir: DataDir
+) -> None:
+    """A script's own sandbox settings apply within the worker group's: it can drop the
+    network and lower limits, never raise them."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    code = f"""
+        import socket
+
+        def main():
+            limits = {{}}
+            for line in open("/proc/self/limits"):
+                for name in ("Max cpu time", "Max open files", "Max processes"):
+                    if line.startswith(name):
+                        limits[name] = line[len(name):].split()[0]
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+                reached = True
+            except OSError:
+                reached = False
+            return {{"limits": limits, "reached": reached}}
+    """
+    try:
+        baseline, _ = await run(settings, data_dir.workdir(), code)
+        asked = SandboxRequest(network="none", cpu_s=7, open_files=100, processes=100_000)
+        outcome, logs = await run(settings, data_dir.workdir(), code, sandbox=asked)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert baseline.success, baseline.error
+    assert baseline.result["reached"] is True  # the group's network is the host's
+    assert outcome.success, (outcome.error, logs.text)
+    assert outcome.result["reached"] is False
+    assert outcome.result["limits"]["Max cpu time"] == "7"
+    assert outcome.result["limits"]["Max open files"] == "100"
+    # More processes than the group allows: the group's limit stands.
+    assert outcome.result["limits"]["Max processes"] == str(LIMITS.processes)

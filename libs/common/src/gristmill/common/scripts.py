@@ -27,6 +27,8 @@ import asyncpg
 import msgspec
 
 from gristmill.common import result_cache
+from gristmill.common.contracts.sandbox import META_KEY as SANDBOX_META_KEY
+from gristmill.common.contracts.sandbox import decode_sandbox_request
 from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
@@ -167,9 +169,10 @@ class Script(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def job_limits(script: Script, args: dict[str, Any]) -> dict[str, Any]:
-    """The concurrency limit and result cache a saved script asks for, as ``NewJob``
-    fields (Windmill's ``concurrent_limit``, ``concurrency_key`` with ``$workspace`` and
-    ``$args[name]``, ``concurrency_time_window_s`` and ``cache_ttl`` settings).
+    """The concurrency limit, result cache and sandbox a saved script asks for, as
+    ``NewJob`` fields (Windmill's ``concurrent_limit``, ``concurrency_key`` with
+    ``$workspace`` and ``$args[name]``, ``concurrency_time_window_s`` and ``cache_ttl``
+    settings; Gristmill's ``sandbox``, see ``contracts.sandbox``).
 
     The default concurrency key is the script's path; ``meta`` carries the time window
     (see ``Queue.claim``) and the cache key (see ``result_cache``).
@@ -188,6 +191,9 @@ def job_limits(script: Script, args: dict[str, Any]) -> dict[str, Any]:
         window = concurrency_window(script.extra.get("concurrency_time_window_s"))
         if window is not None:
             meta[CONCURRENCY_WINDOW] = window
+    sandbox = decode_sandbox_request(script.extra.get("sandbox"))
+    if sandbox is not None:
+        meta[SANDBOX_META_KEY] = msgspec.to_builtins(sandbox)
     ttl = result_cache.ttl_of(script.extra.get("cache_ttl"))
     if ttl is not None:
         key = result_cache.script_key(script.workspace, script.hash, args)
@@ -324,6 +330,7 @@ def _check_new(new: NewScript, limits: QueueLimits) -> dict[str, Any]:
             f"priority must be an integer between 0 and {limits.max_priority}, got {priority!r}",
             location="priority",
         )
+    decode_sandbox_request(new.extra.get("sandbox"))
     if new.schema is not None:
         try:
             infer_schema(new.language, new.content)

@@ -56,6 +56,7 @@ _SETTINGS: Final = (
     "codebase",
     "has_preprocessor",
     "on_behalf_of_email",
+    "sandbox",
 )
 
 
@@ -94,6 +95,10 @@ class NewScriptBody(msgspec.Struct, kw_only=True):
     codebase: str | None = None
     has_preprocessor: bool | None = None
     on_behalf_of_email: str | None = None
+    #: Gristmill: tighter sandbox settings for this script's jobs (``network``:
+    #: ``none``/``host``, ``memory_mb``, ``cpu_s``, ``processes``, ``open_files``,
+    #: ``file_size_mb``, ``tmp_mb``, ``address_space_mb``), within the worker group's.
+    sandbox: dict[str, Any] | None = None
 
     def to_new_script(self) -> NewScript:
         lock = "\n".join(self.lock) if isinstance(self.lock, list) else self.lock
@@ -157,6 +162,7 @@ class ScriptView(msgspec.Struct, kw_only=True):
     has_preprocessor: bool
     on_behalf_of_email: str | None
     deployment_message: str | None
+    sandbox: dict[str, Any] | None = None
 
 
 def script_view(script: Script) -> ScriptView:
@@ -201,6 +207,7 @@ def script_view(script: Script) -> ScriptView:
         has_preprocessor=bool(extra.get("has_preprocessor", False)),
         on_behalf_of_email=extra.get("on_behalf_of_email"),
         deployment_message=extra.get("deployment_message"),
+        sandbox=extra.get("sandbox"),
     )
 
 

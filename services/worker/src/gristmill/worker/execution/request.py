@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from gristmill.common.contracts.jobs import ExitReason, JobError, JobStatus
+from gristmill.common.contracts.sandbox import SandboxRequest
 
 __all__ = ["ExecutionOutcome", "ExecutionRequest"]
 
@@ -32,6 +33,8 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: Python: directories of installed packages (``pyenv.ensure_env``) the job imports
     #: from, searched after the standard library. The job only reads them.
     python_path: tuple[str, ...] = ()
+    #: The script's own, tighter sandbox settings (applied within the worker group's).
+    sandbox: SandboxRequest | None = None
 
 
 class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):
