@@ -232,7 +232,9 @@ value:
               type: rawscript
               language: python3
               content: |
+                import time
                 def main(x: int):
+                    time.sleep(3)
                     return x * x
               input_transforms:
                 x: { type: javascript, expr: flow_input.iter.value }
@@ -286,9 +288,13 @@ def test_flow_with_a_loop_and_a_branch_turns_green_step_by_step(
     shot(page, "flow-editor")
     page.click("button:has-text('Run')")
     expect(page.locator(".job-page .flow-step")).to_have_count(6)
+    picker = page.locator(".iterations [data-loop=each] button.iteration")
+    shown = page.locator(".flow-step[data-step=each] .flow-step-shown")
+    square = page.locator(".flow-step[data-step=square]")
     seen: dict[str, set[str]] = {}
     taken = False
-    deadline = time.monotonic() + 60
+    inside = False
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         states = node_states(page)
         for step, state in states.items():
@@ -298,7 +304,20 @@ def test_flow_with_a_loop_and_a_branch_turns_green_step_by_step(
         if states.get("numbers") == "running" and not taken:
             shot(page, "flow-running")
             taken = True
+        if not inside and picker.count() == 2:
+            # Iteration 2 runs (its step sleeps): the steps inside show it, live...
+            inside = True
+            expect(shown).to_have_attribute("data-iteration", "2")
+            assert square.get_attribute("data-state") in ("waiting", "running")
+            # ...and picking iteration 1 shows its step already green, the loop still running.
+            picker.nth(0).click()
+            expect(picker.nth(0)).to_have_attribute("aria-pressed", "true")
+            expect(square).to_have_attribute("data-state", "success")
+            assert node_states(page)["each"] == "running"
+            shot(page, "iteration-1-while-2-runs")
+            picker.nth(1).click()
         time.sleep(0.1)
+    assert inside, "the loop's second iteration was never seen running"
     final = node_states(page)
     shot(page, "flow-done")
     assert final == {
@@ -319,9 +338,34 @@ def test_flow_with_a_loop_and_a_branch_turns_green_step_by_step(
         "branch 1 taken"
     )
     expect(page.locator(".result[data-kind=json]")).to_contain_text("14")
-    iterations = page.locator(".iterations [data-loop=each] a.iteration")
-    expect(iterations).to_have_count(3)
-    assert iterations.evaluate_all("as => as.map(a => a.dataset.state)") == ["success"] * 3
+    expect(picker).to_have_count(3)
+    assert picker.evaluate_all("bs => bs.map(b => b.dataset.state)") == ["success"] * 3
+    # Each iteration's own step: its job (from that iteration's flow_status) and result.
+    flow_id = page.url.rsplit("/", 1)[1]
+    flow_status = gristmill.get(f"/api/w/main/jobs_u/get/{flow_id}").json()["flow_status"]
+    loop_status = next(m for m in flow_status["modules"] if m["id"] == "each")
+    square_jobs = []
+    for index in range(3):
+        picker.nth(index).click()
+        expect(shown).to_have_attribute("data-iteration", str(index + 1))
+        expect(square).to_have_attribute("data-state", "success")
+        opened = page.locator(".iterations [data-loop=each] a.iteration-run")
+        iteration = loop_status["flow_jobs"][index]
+        expect(opened).to_have_attribute("href", f"/runs/{iteration}")
+        child = gristmill.get(f"/api/w/main/jobs_u/get/{iteration}").json()
+        square_job = child["flow_status"]["modules"][0]["job"]
+        expect(square.locator("a")).to_have_attribute("href", f"/runs/{square_job}")
+        result = gristmill.get(f"/api/w/main/jobs_u/completed/get_result/{square_job}").json()
+        assert result == (index + 1) ** 2
+        square_jobs.append(square_job)
+    assert len(set(square_jobs)) == 3
+    shot(page, "iteration-3")
+    # The branch taken is a child flow too: its step links to its own job.
+    branch = next(m for m in flow_status["modules"] if m["id"] == "size")
+    branch_status = gristmill.get(f"/api/w/main/jobs_u/get/{branch['job']}").json()["flow_status"]
+    big_job = branch_status["modules"][0]["job"]
+    big = page.locator(".flow-step[data-step=big] a")
+    expect(big).to_have_attribute("href", f"/runs/{big_job}")
 
 
 def test_flow_validation_error_names_the_module(page: Page) -> None:
@@ -410,6 +454,82 @@ def test_approve_a_suspended_step_from_its_button(
     expect(page.locator(".job-page[data-status=failure]")).to_be_visible(timeout=30_000)
     expect(page.locator(".result[data-kind=error] .error-title")).to_contain_text("ApprovalDenied")
     shot(page, "denied")
+
+
+BRANCH_APPROVAL = {
+    "summary": "an approval inside a branch",
+    "description": "",
+    "schema": {"type": "object", "properties": {}},
+    "value": {
+        "modules": [
+            {
+                "id": "route",
+                "value": {
+                    "type": "branchone",
+                    "branches": [
+                        {
+                            "summary": "ask",
+                            "expr": "true",
+                            "modules": [
+                                {
+                                    "id": "inner_ask",
+                                    "value": {
+                                        "type": "rawscript",
+                                        "language": "python3",
+                                        "content": "def main():\n    return 'asked'\n",
+                                        "input_transforms": {},
+                                    },
+                                    "suspend": {"required_events": 1, "timeout": 120},
+                                },
+                                {
+                                    "id": "inner_after",
+                                    "value": {
+                                        "type": "rawscript",
+                                        "language": "python3",
+                                        "content": (
+                                            "def main(r, a):\n"
+                                            "    return {'resume': r, 'approvers': a}\n"
+                                        ),
+                                        "input_transforms": {
+                                            "r": {"type": "javascript", "expr": "resume"},
+                                            "a": {"type": "javascript", "expr": "approvers"},
+                                        },
+                                    },
+                                },
+                            ],
+                        }
+                    ],
+                    "default": [],
+                },
+            }
+        ]
+    },
+}
+
+
+def test_approve_a_step_inside_a_branch_from_its_button(
+    page: Page, gristmill: httpx.Client, shot: Shots
+) -> None:
+    path = f"f/ui/{unique('branch_approval')}"
+    created = gristmill.post("/api/w/main/flows/create", json={**BRANCH_APPROVAL, "path": path})
+    assert created.status_code == 201, created.text
+    page.goto(f"/flows/get/{path}")
+    page.click("button:has-text('Run')")
+    approve = page.get_by_role("button", name="Approve inner_ask")
+    expect(approve).to_be_visible(timeout=30_000)
+    step = page.locator(".flow-step[data-step=inner_ask]")
+    expect(step).to_have_attribute("data-state", "suspended")
+    expect(page.locator(".flow-step[data-step=route]")).to_have_attribute("data-state", "running")
+    shot(page, "suspended-in-branch")
+    approve.click()
+    expect(page.locator(".job-page[data-status=success]")).to_be_visible(timeout=30_000)
+    expect(page.locator(".flow-step[data-step=inner_after]")).to_have_attribute(
+        "data-state", "success"
+    )
+    expect(page.get_by_role("button", name="Approve inner_ask")).to_have_count(0)
+    job_id = page.url.rsplit("/", 1)[1]
+    result = gristmill.get(f"/api/w/main/jobs_u/completed/get_result/{job_id}").json()
+    assert result == {"resume": {}, "approvers": ["admin"]}
 
 
 def test_create_a_schedule_and_see_its_next_fire_times(
@@ -510,7 +630,7 @@ def test_secrets_and_resources_from_their_pages(
     page.goto("/variables")
     page.fill("input[name=path]", secret)
     page.fill("input[name=value]", "hunter2-do-not-show")
-    page.click("button:has-text('Create')")
+    page.get_by_role("button", name="Create", exact=True).click()
     row = page.locator("tr", has=page.locator(f"td:text-is('{secret}')"))
     expect(row).to_contain_text("secret (never shown)")
     expect(page.locator("body")).not_to_contain_text("hunter2-do-not-show")
@@ -522,14 +642,103 @@ def test_secrets_and_resources_from_their_pages(
     page.goto("/resources")
     page.fill("input[name=path]", resource)
     page.fill("input[name=resource_type]", "nosuchtype")
-    page.click("button:has-text('Create')")
+    page.get_by_role("button", name="Create", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("nosuchtype")
     gristmill.post("/api/w/main/resources/type/create", json={"name": "postgresql", "schema": None})
     page.fill("input[name=path]", resource)
     page.fill("input[name=resource_type]", "postgresql")
     page.fill("textarea[name=value]", '{"host": "warehouse", "port": 5432}')
-    page.click("button:has-text('Create')")
+    page.get_by_role("button", name="Create", exact=True).click()
     expect(page.locator("tr", has=page.locator(f"td:text-is('{resource}')"))).to_be_visible()
     value = gristmill.get(f"/api/w/main/resources/get_value/{resource}").json()
     assert value == {"host": "warehouse", "port": 5432}
     shot(page, "resources")
+
+
+def test_edit_then_delete_a_variable(page: Page, gristmill: httpx.Client, shot: Shots) -> None:
+    path = f"u/admin/{unique('setting')}"
+    created = gristmill.post(
+        "/api/w/main/variables/create",
+        json={"path": path, "value": "v1", "is_secret": False, "description": "first"},
+    )
+    assert created.status_code == 201, created.text
+    page.goto("/variables")
+    row = page.locator(f"tr[data-variable='{path}']")
+    expect(row).to_contain_text("v1")
+    row.get_by_role("button", name=f"edit {path}").click()
+    form = page.locator(f"form.edit-variable[data-variable='{path}']")
+    expect(form.locator("input[name=edit_value]")).to_have_value("v1")
+    form.locator("input[name=edit_value]").fill("v2")
+    form.locator("input[name=edit_description]").fill("second")
+    form.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("v2")
+    expect(row).to_contain_text("second")
+    assert gristmill.get(f"/api/w/main/variables/get_value/{path}").json() == "v2"
+    shot(page, "edited")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"delete {path}").click()
+    expect(row).to_have_count(0)
+    assert gristmill.get(f"/api/w/main/variables/exists/{path}").json() is False
+
+
+def test_a_secret_keeps_its_value_when_edited_without_one(
+    page: Page, gristmill: httpx.Client
+) -> None:
+    path = f"u/admin/{unique('token')}"
+    created = gristmill.post(
+        "/api/w/main/variables/create",
+        json={"path": path, "value": "s3cret", "is_secret": True, "description": ""},
+    )
+    assert created.status_code == 201, created.text
+    page.goto("/variables")
+    page.get_by_role("button", name=f"edit {path}").click()
+    form = page.locator(f"form.edit-variable[data-variable='{path}']")
+    expect(form.locator("input[name=edit_value]")).to_have_value("")
+    form.locator("input[name=edit_description]").fill("rotated never")
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator(f"tr[data-variable='{path}']")).to_contain_text("rotated never")
+    assert gristmill.get(f"/api/w/main/variables/get_value/{path}").json() == "s3cret"
+
+
+def test_archive_then_delete_scripts_from_their_page(page: Page, gristmill: httpx.Client) -> None:
+    archived = f"u/admin/{unique('old')}"
+    deleted = f"u/admin/{unique('gone')}"
+    save_script(gristmill, archived, "def main():\n    return 1\n")
+    save_script(gristmill, deleted, "def main():\n    return 2\n")
+    page.goto(f"/scripts/get/{archived}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Archive").click()
+    expect(page.get_by_role("heading", name="Scripts", exact=True)).to_be_visible()
+    assert gristmill.get(f"/api/w/main/scripts/get/p/{archived}").json()["archived"] is True
+    listed = [s["path"] for s in gristmill.get("/api/w/main/scripts/list").json()]
+    assert archived not in listed
+    page.goto(f"/scripts/get/{deleted}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Scripts", exact=True)).to_be_visible()
+    assert gristmill.get(f"/api/w/main/scripts/exists/p/{deleted}").json() is False
+
+
+def test_create_a_resource_type_then_a_resource_of_it(
+    page: Page, gristmill: httpx.Client, shot: Shots
+) -> None:
+    name = unique("warehouse_db")
+    page.goto("/resources")
+    form = page.locator("form.new-resource-type")
+    form.locator("input[name=type_name]").fill(name)
+    form.locator("input[name=type_description]").fill("our warehouse")
+    form.locator("textarea[name=type_schema]").fill("{not json")
+    form.get_by_role("button", name="Create type").click()
+    expect(form.get_by_role("alert")).to_contain_text("not JSON")
+    schema = {"type": "object", "properties": {"host": {"type": "string"}}}
+    form.locator("textarea[name=type_schema]").fill(json.dumps(schema))
+    form.get_by_role("button", name="Create type").click()
+    expect(page.locator(".resource-types")).to_contain_text(name)
+    stored = gristmill.get(f"/api/w/main/resources/type/get/{name}").json()
+    assert stored["schema"] == schema
+    assert stored["description"] == "our warehouse"
+    # The same name again: the API's conflict is shown.
+    form.locator("input[name=type_name]").fill(name)
+    form.get_by_role("button", name="Create type").click()
+    expect(form.get_by_role("alert")).to_contain_text(name)
+    shot(page, "resource-type")

@@ -2,7 +2,7 @@ import { Background, Controls, Handle, Position, ReactFlow, type Edge, type Node
 import "@xyflow/react/dist/style.css";
 import { useMemo } from "react";
 import { Link } from "react-router-dom";
-import { buildFlowGraph, NODE_WIDTH, type GraphNode } from "../lib/flowGraph";
+import { buildFlowGraph, NODE_WIDTH, type FlowGraph, type GraphNode } from "../lib/flowGraph";
 import type { FlowStatus, FlowValue } from "../lib/types";
 
 type StepNode = Node<{ step: GraphNode; flagged: boolean }, "step">;
@@ -26,6 +26,11 @@ function StepNodeView({ data }: NodeProps<StepNode>) {
         <span className="flow-step-state">{step.state}</span>
       </div>
       {step.detail && <div className="flow-step-detail">{step.detail}</div>}
+      {step.iterations && step.shownIteration != null && (
+        <div className="flow-step-shown" data-iteration={step.shownIteration + 1}>
+          inside: iteration {step.shownIteration + 1}
+        </div>
+      )}
       <Handle type="source" position={Position.Bottom} />
     </div>
   );
@@ -39,11 +44,13 @@ export interface FlowGraphViewProps {
   height?: number;
   /** A module to point at (e.g. the one a validation error names). */
   flagged?: string | null;
+  /** The graph, when the page built it (with its loop iterations' statuses). */
+  graph?: FlowGraph;
 }
 
-export function FlowGraphView({ flow, status, height = 480, flagged }: FlowGraphViewProps) {
+export function FlowGraphView({ flow, status, height = 480, flagged, graph: built }: FlowGraphViewProps) {
   const { nodes, edges } = useMemo(() => {
-    const graph = buildFlowGraph(flow, status);
+    const graph = built ?? buildFlowGraph(flow, status);
     const nodes: StepNode[] = graph.nodes.map((step) => ({
       id: step.id,
       type: "step",
@@ -60,7 +67,7 @@ export function FlowGraphView({ flow, status, height = 480, flagged }: FlowGraph
       animated: false,
     }));
     return { nodes, edges };
-  }, [flow, status, flagged]);
+  }, [flow, status, flagged, built]);
   return (
     <div className="flow-graph" style={{ height }} data-testid="flow-graph">
       <ReactFlow nodes={nodes} edges={edges} nodeTypes={nodeTypes} fitView fitViewOptions={{ maxZoom: 1 }} minZoom={0.05} nodesDraggable={false}>

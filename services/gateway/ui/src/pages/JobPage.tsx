@@ -1,9 +1,10 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { apiJson, apiText, ws } from "../lib/api";
-import { suspendedSteps } from "../lib/flowGraph";
+import { buildFlowGraph, suspendedSteps, type ChildRef, type GraphNode } from "../lib/flowGraph";
 import type { FlowStatus, Job } from "../lib/types";
 import { useAsync } from "../lib/useAsync";
+import { useChildFlowStatuses } from "../lib/useChildFlowStatuses";
 import { useJobStream } from "../lib/useJobStream";
 import { ErrorBox, formatDuration, formatTime, jobStatus, Loading, runnableOf, StatusBadge } from "../components/common";
 import { FlowGraphView } from "../components/FlowGraphView";
@@ -91,27 +92,63 @@ function Approvals({ job, steps }: { job: Job; steps: { id: string; job: string 
   );
 }
 
-/** Each loop step's iterations (sub-flow runs), linked, with how each ended. */
-function Iterations({ status }: { status: FlowStatus | null | undefined }) {
-  const loops = (status?.modules ?? []).filter((m) => (m.flow_jobs?.length ?? 0) > 0);
+/**
+ * Each loop's iterations (child flow runs) with how each ended: picking one shows its
+ * steps' statuses in the graph; the link opens that iteration's run.
+ */
+function Iterations({ loops, onPick }: { loops: GraphNode[]; onPick: (loop: string, index: number) => void }) {
   if (loops.length === 0) return null;
   return (
     <div className="iterations">
       {loops.map((loop) => (
-        <div key={loop.id} data-loop={loop.id}>
+        <div key={loop.id} data-loop={loop.id} role="group" aria-label={`${loop.id} iterations`}>
           <strong>{loop.id}</strong> iterations:{" "}
-          {loop.flow_jobs!.map((jobId, i) => {
-            const ok = loop.flow_jobs_success?.[i];
-            const state = ok === true ? "success" : ok === false ? "failure" : "running";
-            return (
-              <Link key={jobId} to={`/runs/${jobId}`} className={`iteration badge badge-${state}`} data-state={state}>
-                #{i + 1}
-              </Link>
-            );
-          })}
+          {loop.iterations!.map((iteration, i) => (
+            <button
+              key={iteration.job}
+              type="button"
+              className={`iteration badge badge-${iteration.state}${i === loop.shownIteration ? " shown" : ""}`}
+              data-state={iteration.state}
+              aria-pressed={i === loop.shownIteration}
+              title={`show the steps of iteration ${i + 1}`}
+              onClick={() => onPick(loop.id, i)}
+            >
+              #{i + 1}
+            </button>
+          ))}
+          {loop.shownIteration != null && (
+            <Link className="iteration-run" to={`/runs/${loop.iterations![loop.shownIteration].job}`}>
+              open iteration {loop.shownIteration + 1}
+            </Link>
+          )}
         </div>
       ))}
     </div>
+  );
+}
+
+/** The flow's graph with the statuses inside its loops and branches, followed live. */
+function FlowRun({ job, status, waiting }: { job: Job; status: FlowStatus | null | undefined; waiting: { id: string; job: string }[] }) {
+  /** The iteration shown of each loop (by module id); none picked: the latest. */
+  const [selected, setSelected] = useState<Record<string, number>>({});
+  const [wanted, setWanted] = useState<ChildRef[]>([]);
+  const children = useChildFlowStatuses(wanted);
+  const graph = useMemo(() => buildFlowGraph(job.raw_flow!, status, { children, selected }), [job.raw_flow, status, children, selected]);
+  const childKey = graph.children.map((c) => c.job).join(",");
+  useEffect(() => setWanted(graph.children), [childKey]); // eslint-disable-line react-hooks/exhaustive-deps
+  const loops = graph.nodes.filter((n) => n.iterations && n.iterations.length > 0);
+  // Steps inside a loop iteration or a branch wait for approvals too (those shown).
+  const inner = graph.nodes
+    .filter((n) => n.state === "suspended" && n.job && !waiting.some((w) => w.job === n.job))
+    .map((n) => ({ id: n.id, job: n.job! }));
+  const steps = job.type === "QueuedJob" ? [...waiting, ...inner] : waiting;
+  return (
+    <section>
+      <h2>Steps</h2>
+      <Approvals job={job} steps={steps} />
+      <FlowGraphView flow={job.raw_flow!} graph={graph} height={420} />
+      <Iterations loops={loops} onPick={(loop, index) => setSelected((previous) => ({ ...previous, [loop]: index }))} />
+    </section>
   );
 }
 
@@ -212,14 +249,7 @@ export function JobPage() {
           </>
         )}
       </dl>
-      {job.raw_flow && (
-        <section>
-          <h2>Steps</h2>
-          <Approvals job={job} steps={waiting} />
-          <FlowGraphView flow={job.raw_flow} status={flowStatus} height={420} />
-          <Iterations status={flowStatus} />
-        </section>
-      )}
+      {job.raw_flow && <FlowRun key={id} job={job} status={flowStatus} waiting={waiting} />}
       <div className="split">
         <section className="pane">
           <h2>Arguments</h2>

@@ -9,6 +9,62 @@ interface Resource {
   description: string;
 }
 
+/** A new resource type: a name, and optionally a description and a JSON Schema of its values. */
+function NewResourceType({ onCreated }: { onCreated: () => void }) {
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const [schemaText, setSchemaText] = useState("");
+  const [error, setError] = useState<Error | null>(null);
+  const create = async (event: React.FormEvent) => {
+    event.preventDefault();
+    setError(null);
+    let schema: unknown = null;
+    if (schemaText.trim()) {
+      try {
+        schema = JSON.parse(schemaText);
+      } catch (err) {
+        setError(new Error(`the schema is not JSON: ${(err as Error).message}`));
+        return;
+      }
+    }
+    try {
+      await apiText(ws("/resources/type/create"), { body: { name: name.trim(), description, schema } });
+      setName("");
+      setDescription("");
+      setSchemaText("");
+      onCreated();
+    } catch (err) {
+      setError(err as Error);
+    }
+  };
+  return (
+    <form className="card new-resource-type" onSubmit={create}>
+      <h2>New resource type</h2>
+      <label>
+        Name
+        <input name="type_name" value={name} onChange={(e) => setName(e.target.value)} placeholder="postgresql" required />
+      </label>
+      <label>
+        Description
+        <input name="type_description" value={description} onChange={(e) => setDescription(e.target.value)} />
+      </label>
+      <label>
+        Schema of its values (JSON Schema, optional)
+        <textarea
+          name="type_schema"
+          className="json-editor"
+          rows={5}
+          value={schemaText}
+          onChange={(e) => setSchemaText(e.target.value)}
+          placeholder='{"type": "object", "properties": {"host": {"type": "string"}}}'
+        />
+      </label>
+      <ErrorBox error={error} />
+      <button className="primary" type="submit">Create type</button>
+    </form>
+  );
+}
+
 export function ResourcesPage() {
   const resources = useAsync(() => apiJson<Resource[]>(ws("/resources/list")), []);
   const types = useAsync(() => apiJson<string[]>(ws("/resources/type/listnames")), []);
@@ -78,6 +134,10 @@ export function ResourcesPage() {
         <ErrorBox error={error} />
         <button className="primary" type="submit">Create</button>
       </form>
+      <p className="hint resource-types">
+        Types: {(types.data ?? []).length === 0 ? "none yet" : (types.data ?? []).join(", ")}
+      </p>
+      <NewResourceType onCreated={types.reload} />
     </div>
   );
 }

@@ -17,6 +17,22 @@ export function ScriptPage() {
   const [runError, setRunError] = useState<Error | null>(null);
   const [busy, setBusy] = useState(false);
   const [compare, setCompare] = useState<string | null>(null);
+  const [actionError, setActionError] = useState<Error | null>(null);
+  /** Archive (it leaves listings, no longer runs by path) or delete (admins) every version. */
+  const retire = async (how: "archive" | "delete") => {
+    const question =
+      how === "archive"
+        ? `Archive ${path}? It leaves the listings and no longer runs by path.`
+        : `Delete ${path} and every version of it? This cannot be undone.`;
+    if (!window.confirm(question)) return;
+    setActionError(null);
+    try {
+      await apiText(ws(`/scripts/${how}/p/${path}`), { body: {} });
+      navigate("/scripts");
+    } catch (err) {
+      setActionError(err as Error);
+    }
+  };
   useEffect(() => {
     if (script.data) setArgs(initialValues(script.data.schema));
   }, [script.data]);
@@ -44,7 +60,11 @@ export function ScriptPage() {
         <Link className="button" to={`/scripts/edit/${s.path}`}>Edit</Link>
         <Link className="button" to={`/runs?path=${encodeURIComponent(s.path)}`}>Runs</Link>
         <Link className="button" to={`/schedules?script=${encodeURIComponent(s.path)}`}>Schedule</Link>
+        <Link className="button" to={`/triggers?script=${encodeURIComponent(s.path)}`}>Triggers</Link>
+        <button onClick={() => retire("archive")}>Archive</button>
+        <button className="danger" onClick={() => retire("delete")}>Delete</button>
       </div>
+      <ErrorBox error={actionError} />
       <div className="split">
         <section className="pane">
           <h2>Run</h2>
