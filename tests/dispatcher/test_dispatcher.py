@@ -146,7 +146,7 @@ async def test_in_process_publish_fails_when_the_commit_fails(pg_pool: asyncpg.P
 
 async def test_maintenance_runs_all_sweeps(dispatcher: Dispatcher) -> None:
     counts = await dispatcher.maintain_once()
-    assert counts == {"zombies": 0, "timeouts": 0, "purged": 0}
+    assert counts == {"zombies": 0, "lost_pins": 0, "timeouts": 0, "purged": 0}
 
 
 async def test_request_with_unstorable_args_becomes_a_failed_job(

@@ -354,17 +354,23 @@ def test_job_view_shows_each_step_and_cached_steps(gristmill: httpx.Client) -> N
 
 
 def test_settings_kept_but_not_applied_are_reported_on_save(gristmill: httpx.Client) -> None:
-    doc = document("f/api/same_worker", py("a", ADD, x="flow_input.n"), same_worker=True)
+    doc = document(
+        "f/api/kept", py("a", ADD, x="flow_input.n"), same_worker=True, flow_env={"A": "1"}
+    )
     created = gristmill.post("/api/w/main/flows/create", json=doc)
     assert created.status_code == 201, created.text
-    assert created.text == "f/api/same_worker"
+    assert created.text == "f/api/kept"
     warning = created.headers["x-gristmill-warning"]
-    assert warning.startswith("value.same_worker: same_worker is not applied")
-    # Kept as sent, and the flow runs (on any worker).
-    assert gristmill.get("/api/w/main/flows/get/f/api/same_worker").json()["value"]["same_worker"]
-    answer = gristmill.post("/api/w/main/jobs/run_wait_result/f/f/api/same_worker", json={})
+    # same_worker is applied (tests/flows/test_same_worker.py): only flow_env is reported.
+    assert warning.startswith("value.flow_env: flow_env is not passed to the steps")
+    assert "same_worker" not in warning
+    # Kept as sent, and the flow runs.
+    saved = gristmill.get("/api/w/main/flows/get/f/api/kept").json()["value"]
+    assert saved["same_worker"] is True
+    assert saved["flow_env"] == {"A": "1"}
+    answer = gristmill.post("/api/w/main/jobs/run_wait_result/f/f/api/kept", json={})
     assert answer.json() == 2
-    doc["value"]["same_worker"] = False
-    updated = gristmill.post("/api/w/main/flows/update/f/api/same_worker", json=doc)
+    del doc["value"]["flow_env"]
+    updated = gristmill.post("/api/w/main/flows/update/f/api/kept", json=doc)
     assert updated.status_code == 200
     assert "x-gristmill-warning" not in updated.headers

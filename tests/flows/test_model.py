@@ -403,7 +403,6 @@ def test_settings_kept_but_not_applied_are_listed() -> None:
         {"modules": [step, loop], "same_worker": True, "concurrency_time_window_s": 5}
     )
     assert [p.location for p in ignored_settings(value)] == [
-        "value.same_worker",
         "value.concurrent_limit",
         "value.modules[1].cache_ttl",
     ]

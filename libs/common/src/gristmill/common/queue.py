@@ -21,6 +21,11 @@ does next commits with the child's completion or not at all. The queue knows not
 of flows; it only offers *parked* jobs (``park_claimed``, ``enqueue_parked``,
 ``unpark_at``, ``repark``, ``finish_parked``): running jobs that no worker holds (no
 heartbeat, never zombies), ended by whoever drives them.
+
+A job can be *pinned* to one worker: its claimable row carries the tag
+``worker:<id>`` (``worker_tag``, ``retag``), which only that worker claims, while its
+definition keeps its own tag; ``unpin`` gives it back when that worker is gone, and
+``hand_over`` passes a claim on to the worker it belongs to.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "concurrency_key",
     "concurrency_window",
     "validate_tag",
+    "worker_tag",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -72,6 +78,8 @@ PARKED = "@parked"
 #: The ``meta`` entry of a job whose concurrency limit counts starts over a time window.
 CONCURRENCY_WINDOW = "concurrency_time_window_s"
 _NO_LIMIT = 2**31 - 1
+#: The tag of jobs pinned to one worker: ``worker:<worker id>`` (every worker claims its own).
+_WORKER_TAG = "worker:"
 _ARG_REF = re.compile(r"\$args\[([^\]]+)\]")
 
 
@@ -207,6 +215,11 @@ def _validate(job: NewJob, limits: QueueLimits, index: int) -> None:
         )
     if job.timeout_s is not None and job.timeout_s <= 0:
         raise InvalidRequest("timeout must be positive", location=f"{where}.timeout_s")
+
+
+def worker_tag(worker_id: str) -> str:
+    """The claim tag of jobs pinned to worker ``worker_id`` (claimed by it alone)."""
+    return _WORKER_TAG + worker_id
 
 
 def concurrency_window(value: Any) -> float | None:
@@ -584,6 +597,44 @@ class Queue:
                 await conn.execute(_Q["append_log"], job.id, f"\n[gristmill] {note}\n")
             return released is not None
 
+    # -- jobs pinned to a worker ---------------------------------------------------------
+
+    async def retag(self, conn: Conn, job_ids: Sequence[uuid.UUID], tag: str) -> list[uuid.UUID]:
+        """Give unclaimed jobs the claim tag ``tag`` (their definition keeps its own)."""
+        rows = await conn.fetch(_Q["retag"], list(job_ids), tag)
+        if self._notify and rows:
+            await conn.execute(_Q["notify_tags"], [tag])
+        return [row["id"] for row in rows]
+
+    async def hand_over(self, job: ClaimedJob, tag: str, *, note: str) -> bool:
+        """Give a claim back unstarted, claimable under ``tag`` (another worker's)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            handed = await conn.fetchval(_Q["hand_over"], job.id, job.worker, job.attempt, tag)
+            if handed is not None:
+                await conn.execute(_Q["append_log"], job.id, f"[gristmill] {note}\n")
+                if self._notify:
+                    await conn.execute(_Q["notify_tags"], [tag])
+            return handed is not None
+
+    @staticmethod
+    async def pinned_workers(conn: Conn) -> list[str]:
+        """The workers that unclaimed jobs are pinned to."""
+        return [row["worker"] for row in await conn.fetch(_Q["pinned_workers"])]
+
+    @staticmethod
+    async def worker_alive(conn: Conn, worker_id: str, heartbeat_timeout_s: float) -> bool:
+        alive: bool = await conn.fetchval(_Q["worker_alive"], worker_id, heartbeat_timeout_s)
+        return alive
+
+    async def unpin(self, conn: Conn, worker_id: str, *, note: str) -> list[uuid.UUID]:
+        """Unclaimed jobs pinned to ``worker_id`` (gone) go back to their own tags."""
+        rows = await conn.fetch(_Q["unpin"], worker_tag(worker_id))
+        for row in rows:
+            await conn.execute(_Q["append_log"], row["id"], f"\n[gristmill] {note}\n")
+        if self._notify and rows:
+            await conn.execute(_Q["notify_tags"], sorted({row["tag"] for row in rows}))
+        return [row["id"] for row in rows]
+
     # -- cancel -------------------------------------------------------------------------
 
     async def cancel(
@@ -798,8 +849,8 @@ class Queue:
 
     # -- logs -------------------------------------------------------------------------------
 
-    async def append_log(self, job_id: uuid.UUID, chunk: str) -> None:
-        await self._pool.execute(_Q["append_log"], job_id, chunk)
+    async def append_log(self, job_id: uuid.UUID, chunk: str, *, conn: Conn | None = None) -> None:
+        await (conn or self._pool).execute(_Q["append_log"], job_id, chunk)
 
     async def read_logs(self, job_id: uuid.UUID, from_seq: int = 0) -> list[tuple[int, str]]:
         rows = await self._pool.fetch(_Q["read_logs"], job_id, from_seq)

@@ -66,6 +66,11 @@ class Wakeup:
                 await self._task
         await self._close_conn()
 
+    def listen_for(self, tag: str) -> None:
+        """Wake on ``tag`` too (e.g. a worker's own ``worker:<id>``), unless on all."""
+        if self._tags:
+            self._tags = self._tags | {tag}
+
     def poke(self) -> None:
         """Wake every waiter (e.g. a job finished here and more may be claimable)."""
         self._event.set()

@@ -31,6 +31,7 @@ from gristmill.common.contracts.runs import (
 from gristmill.common.contracts.topics import Topic
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import GristmillError
+from gristmill.common.flows.same_worker import release_lost_workers
 from gristmill.common.queue import NewJob, Queue
 from gristmill.common.runs import resolve, validate_request
 
@@ -147,7 +148,8 @@ class Dispatcher:
             tasks.create_task(self.maintain(stop))
 
     async def maintain(self, stop: asyncio.Event) -> None:
-        """Zombie recovery, timeouts and retention, every ``interval_s``."""
+        """Zombie recovery, lost same_worker pins, timeouts and retention, every
+        ``interval_s``."""
         settings = self._maintenance
         last_purge = 0.0
         while not stop.is_set():
@@ -171,6 +173,8 @@ class Dispatcher:
         settings = self._maintenance
         counts = {
             "zombies": await self._queue.recover_zombies(settings.zombie_timeout_s),
+            # After zombies: the steps a lost worker ran are queued for it again.
+            "lost_pins": await release_lost_workers(self._queue, settings.zombie_timeout_s),
             "timeouts": await self._queue.enforce_timeouts(settings.timeout_grace_s),
             "purged": await self._queue.purge(settings.retention_s) if purge else 0,
         }

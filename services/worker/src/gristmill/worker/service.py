@@ -28,7 +28,8 @@ from gristmill.common.contracts.sandbox import META_KEY as SANDBOX_META_KEY
 from gristmill.common.contracts.sandbox import decode_sandbox_request
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound
-from gristmill.common.queue import ClaimedJob, Queue
+from gristmill.common.flows import same_worker
+from gristmill.common.queue import ClaimedJob, Queue, worker_tag
 from gristmill.common.scripts import runnable_by_path
 from gristmill.common.wakeup import Wakeup
 from gristmill.worker.dedicated import DedicatedSettings, WarmPool
@@ -102,6 +103,10 @@ class Worker:
         self._wakeup = wakeup
         self._settings = settings
         self.id = worker_id or new_worker_id(settings.group)
+        #: What it claims: its tags, and the jobs pinned to it (same_worker flows).
+        self._tags = (*settings.tags, worker_tag(self.id))
+        #: The folders of same_worker flows whose steps run here (see _sweep_shared).
+        self._shared_root = settings.jobs_dir / "flow-shared"
         self._running: dict[uuid.UUID, _Running] = {}
         self._job_env = job_env
         # Beside the jobs' directories: <data dir>/cache/python in a deployment.
@@ -123,6 +128,8 @@ class Worker:
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Serve jobs until ``stop`` (or, in burst mode, until no job is claimable)."""
         await self._register()
+        self._wakeup.listen_for(worker_tag(self.id))
+        await self._sweep_shared()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
         try:
             loops = [
@@ -142,7 +149,7 @@ class Worker:
         backoff = 0.05
         while not stop.is_set():
             try:
-                jobs = await self._queue.claim(self.id, self._settings.tags, 1)
+                jobs = await self._queue.claim(self.id, self._tags, 1)
                 backoff = 0.05
             except _DB_ERRORS as exc:
                 _log.warning("claim failed; retrying", error=str(exc), backoff_s=backoff)
@@ -187,6 +194,7 @@ class Worker:
             await asyncio.sleep(self._settings.heartbeat_interval_s)
             try:
                 await self.heartbeat_once()
+                await self._sweep_shared()
             except _DB_ERRORS as exc:
                 _log.warning("heartbeat failed", error=str(exc))
 
@@ -229,7 +237,16 @@ class Worker:
         )
         workdir = self._settings.jobs_dir / str(job.id)
         started = time.monotonic()
+        owner = same_worker.owner_of(job.meta)
         try:
+            if owner is not None and not await _retrying(
+                lambda: same_worker.claim_step(self._queue, job)
+            ):
+                log.info("step handed over to the worker its same_worker flow is pinned to")
+                return
+            shared = None if owner is None else self._shared_root / str(owner)
+            if shared is not None:
+                shared.mkdir(parents=True, exist_ok=True)
             workdir.mkdir(parents=True, exist_ok=True)
             env = await self._environment(job)
             sink = _LogSink(self._queue, job.id)
@@ -242,7 +259,7 @@ class Worker:
                 prepared = await self._dependencies.prepare(
                     job, on_log=sink.write, cancel=state.cancel
                 )
-                outcome = await self._execute(job, env, workdir, prepared, sink, state)
+                outcome = await self._execute(job, env, workdir, prepared, sink, state, shared)
             await sink.flush()
             if state.lost:
                 log.warning("job outcome dropped: the job was recovered or ended elsewhere")
@@ -304,7 +321,29 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             shutil.rmtree(workdir, ignore_errors=True)
+            if owner is not None:
+                with contextlib.suppress(*_DB_ERRORS):
+                    await self._sweep_shared()
             self._wakeup.poke()
+
+    async def _sweep_shared(self) -> None:
+        """Remove the folders of same_worker flows that ended (also those left by a
+        previous run of this worker)."""
+        try:
+            paths = list(self._shared_root.iterdir())
+        except OSError:
+            return  # none yet
+        entries: dict[uuid.UUID, Path] = {}
+        for path in paths:
+            with contextlib.suppress(ValueError):  # a stray name: left alone
+                entries[uuid.UUID(path.name)] = path
+        if not entries:
+            return
+        async with self._pool.acquire() as conn:
+            live = await same_worker.live_flows(conn, entries)
+        for flow_id, path in entries.items():
+            if flow_id not in live:
+                await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
 
     async def _execute(
         self,
@@ -314,6 +353,7 @@ class Worker:
         prepared: Prepared,
         sink: _LogSink,
         state: _Running,
+        shared: Path | None = None,
     ) -> ExecutionOutcome:
         if prepared.error is not None:
             return prepared.failed_outcome()
@@ -337,8 +377,9 @@ class Worker:
             # The in-job client library comes after the job's own packages.
             python_path=(*python_path, str(SDK_DIR)),
             sandbox=sandbox,
+            shared_dir=shared,
         )
-        if self.dedicated is not None and self.dedicated.handles(job):
+        if self.dedicated is not None and self.dedicated.handles(job) and shared is None:
             # A warm interpreter lays out the packages and modules once, itself.
             return await self.dedicated.execute(
                 job, request, prepared, on_log=sink.write, cancel=state.cancel

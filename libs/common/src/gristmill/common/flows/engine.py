@@ -47,7 +47,7 @@ from gristmill.common.contracts.jobs import ExitReason, JobStatus
 from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import Conflict, Forbidden, GristmillError, NotFound
-from gristmill.common.flows import store
+from gristmill.common.flows import same_worker, store
 from gristmill.common.flows.expressions import (
     Evaluator,
     ExpressionError,
@@ -88,6 +88,7 @@ from gristmill.common.queue import (
     Queue,
     concurrency_key,
     concurrency_window,
+    worker_tag,
 )
 
 __all__ = [
@@ -403,6 +404,14 @@ class _Scope:
 
     def where(self) -> str:
         return self.job.path or str(self.job.root)
+
+    @property
+    def same_worker(self) -> uuid.UUID | None:
+        """The same_worker flow this one is (or runs inside): its steps share a worker."""
+        owner = same_worker.owner_of(self.job.meta)
+        if owner is None and self.value.same_worker:
+            return self.job.id
+        return owner
 
     # -- names of expressions ------------------------------------------------------------
 
@@ -742,7 +751,7 @@ class _Scope:
                     )
                 )
             limits: dict[str, Any] = {}
-            meta: dict[str, Any] = {}
+            meta: dict[str, Any] = self._pin_meta()
             if value.concurrent_limit and value.concurrent_limit >= 1:
                 template = value.custom_concurrency_key
                 limits["concurrency_key"] = (
@@ -796,6 +805,8 @@ class _Scope:
                     )
                 ) from None
             limits = scripts.job_limits(script, args)
+            if self.same_worker is not None:
+                limits["meta"] = {**limits.get("meta", {}), **self._pin_meta()}
             ttl = result_cache.ttl_of(module.cache_ttl)
             if ttl is not None:  # the step's own TTL wins over the script's
                 key = result_cache.script_key(self.job.workspace, script.hash, args)
@@ -820,7 +831,21 @@ class _Scope:
                 **common,
             )
         await self._enqueue(slot, [job], parked=False)
+        await self._pin(job)
         self.set_ms(slot, job=job.id)
+
+    def _pin_meta(self) -> dict[str, Any]:
+        owner = self.same_worker
+        return {} if owner is None else {same_worker.META_KEY: str(owner)}
+
+    async def _pin(self, job: NewJob) -> None:
+        """A step of a same_worker flow already pinned goes to that worker only."""
+        owner = self.same_worker
+        if owner is None:
+            return
+        worker = await same_worker.pinned_worker(self.conn, owner)
+        if worker is not None:
+            await self.queue.retag(self.conn, [job.id], worker_tag(worker))
 
     async def _served_from_cache(self, slot: Slot, key: str) -> bool:
         """A result cached under ``key`` becomes the module's result, with no job."""
@@ -881,7 +906,7 @@ class _Scope:
             self.tx.remember(child.finished_event)
 
     def _child(self, module: FlowModule, **fields: Any) -> NewJob:
-        meta = {"depth": self.job.depth + 1, **fields.pop("meta", {})}
+        meta = {"depth": self.job.depth + 1, **self._pin_meta(), **fields.pop("meta", {})}
         return NewJob(
             id=uuid.uuid4(),
             workspace=self.job.workspace,

@@ -139,14 +139,6 @@ def ignored_settings(value: FlowValue) -> list[Problem]:
     without them; the flow API reports them on save (header ``x-gristmill-warning``).
     """
     found: list[Problem] = []
-    if value.same_worker:
-        found.append(
-            Problem(
-                location="value.same_worker",
-                message="same_worker is not applied: steps run on any worker and share no "
-                "./shared folder; pass data between steps through their results",
-            )
-        )
     if value.debounce_delay_s:
         found.append(
             Problem(location="value.debounce_delay_s", message="debouncing is not applied")

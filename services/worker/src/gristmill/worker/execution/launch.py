@@ -22,7 +22,7 @@ from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.settings import ExecutorSettings
 from gristmill.worker.sandbox import Limits, ResourceUsage, Sandbox
 from gristmill.worker.sandbox import process as sandbox_process
-from gristmill.worker.sandbox.job import JobSandbox
+from gristmill.worker.sandbox.job import SHARED_NAME, JobSandbox
 
 __all__ = [
     "Command",
@@ -124,6 +124,9 @@ def launch(
         # Behind a prefix, a missing program would surface only as the prefix's exit code.
         raise FileNotFoundError(errno.ENOENT, "no such executable", program)
     sandbox = None
+    if request.shared_dir is not None:
+        unsandboxed = settings.sandbox is None
+        _place_shared(request.workdir / SHARED_NAME, request.shared_dir, linked=unsandboxed)
     if settings.sandbox is not None:
         sandbox = JobSandbox(
             job_sandbox(request, settings),
@@ -131,6 +134,7 @@ def launch(
             workdir=request.workdir,
             readonly_paths=command.readonly_paths,
             limits=job_limits(request, settings),
+            shared_dir=request.shared_dir,
         )
     read_fds: list[tuple[int, str]] = []
     write_fds: list[int] = []
@@ -174,6 +178,17 @@ def launch(
     if sandbox is None:
         return Launched(process=JobProcess(popen), outputs=outputs)
     return Launched(process=sandbox_process.SandboxedProcess(popen, sandbox), outputs=outputs)
+
+
+def _place_shared(where: Path, shared_dir: Path, *, linked: bool) -> None:
+    """Make ``./shared`` in the job's directory: a mount point for the sandbox to bind
+    the flow's folder on, or (unsandboxed) a link to it."""
+    if where.is_symlink() or where.exists():
+        return
+    if linked:
+        where.symlink_to(shared_dir, target_is_directory=True)
+    else:
+        where.mkdir()
 
 
 def job_sandbox(request: ExecutionRequest, settings: ExecutorSettings) -> Sandbox:

@@ -35,6 +35,9 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
     python_path: tuple[str, ...] = ()
     #: The script's own, tighter sandbox settings (applied within the worker group's).
     sandbox: SandboxRequest | None = None
+    #: A step of a same_worker flow: the flow's folder, kept by the worker across its
+    #: steps, which the job sees read-write as ``shared`` in its working directory.
+    shared_dir: Path | None = None
 
 
 class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):

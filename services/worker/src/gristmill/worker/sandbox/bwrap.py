@@ -10,7 +10,8 @@ What the job sees and may do:
   top-level ``/bin``, ``/lib``... (links or read-only binds, as on the host), part of
   ``/etc`` (``etc.py``), a new ``/proc`` for its pid namespace, a minimal ``/dev``,
   size-capped ``/tmp`` and ``/dev/shm``;
-* its directory, read-write at ``policy.workdir`` (also its working directory), and
+* its directory, read-write at ``policy.workdir`` (also its working directory), with
+  a same_worker flow's folder read-write at ``shared`` in it for that flow's steps, and
   the host paths its runner reads (interpreter, packages, client library)
   read-only, at their host paths (programs find their files by those paths).
 
@@ -43,13 +44,16 @@ def bwrap_options(
     seccomp_fd: int | None,
     tmp_mb: int,
     writable: Sequence[tuple[int, str]] = (),
+    shared: tuple[int, str] | None = None,
 ) -> list[str]:
     """bubblewrap's options, up to (not including) ``--`` and the command.
 
     ``readonly``: ``(fd, path)`` host paths to show read-only at ``path``; ``files``:
     ``(fd, path)`` files written for the job; ``seccomp_fd``: the filter program;
     ``writable``: ``(fd, path)`` more host directories to show read-write at ``path``
-    (the dependency installer's cache; never given to a user's job).
+    (the dependency installer's cache; never given to a user's job); ``shared``:
+    ``(fd, name)`` a host directory shown read-write at ``name`` inside the job's
+    directory (the folder of a same_worker flow).
     """
     policy = sandbox.policy
     args = [
@@ -90,7 +94,10 @@ def bwrap_options(
         args += ["--ro-bind-fd", str(fd), path]
     for fd, path in writable:
         args += ["--bind-fd", str(fd), path]
-    args += ["--bind-fd", str(workdir_fd), policy.workdir, "--chdir", policy.workdir]
+    args += ["--bind-fd", str(workdir_fd), policy.workdir]
+    if shared is not None:
+        args += ["--bind-fd", str(shared[0]), f"{policy.workdir.rstrip('/')}/{shared[1]}"]
+    args += ["--chdir", policy.workdir]
     args += ["--remount-ro", "/"]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]

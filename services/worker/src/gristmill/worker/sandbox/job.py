@@ -48,7 +48,7 @@ from gristmill.worker.sandbox.etc import synthesized
 from gristmill.worker.sandbox.limits import JobCgroup, Limits, ResourceUsage, prlimit_args
 from gristmill.worker.sandbox.policy import Sandbox
 
-__all__ = ["JobSandbox", "signal_from_status"]
+__all__ = ["SHARED_NAME", "JobSandbox", "signal_from_status"]
 
 _log = structlog.get_logger(__name__)
 
@@ -63,6 +63,8 @@ _ENTER_CGROUPS = (
 _HANDSHAKE_TIMEOUT_S = 10.0
 _REMOVE_DELAYS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _SIGNAL_STATUS = range(129, 129 + signal.SIGRTMAX)
+#: Where a same_worker flow's folder appears in the job's directory.
+SHARED_NAME = "shared"
 
 
 def signal_from_status(returncode: int) -> int:
@@ -84,23 +86,44 @@ _PROCESS_SLOTS = 10_000
 
 
 class _UidSlots:
-    """Offsets from ``job_uid_base`` in use by this process's running jobs."""
+    """Offsets from ``job_uid_base`` in use by this process's running jobs.
+
+    Jobs that share a folder (steps of one same_worker flow) running at the same time
+    share one slot (``key``): each can then read and write what the others made.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._used: set[int] = set()
+        #: key -> (slot, jobs holding it), and back.
+        self._shared: dict[str, tuple[int, int]] = {}
+        self._keys: dict[int, str] = {}
 
-    def acquire(self) -> int:
+    def acquire(self, key: str | None = None) -> int:
         with self._lock:
+            if key is not None and key in self._shared:
+                slot, holders = self._shared[key]
+                self._shared[key] = (slot, holders + 1)
+                return slot
             first = (os.getpid() % _PROCESS_SLOTS) * _UIDS_PER_PROCESS
             slot = next(
                 first + n for n in range(len(self._used) + 1) if first + n not in self._used
             )
             self._used.add(slot)
+            if key is not None:
+                self._shared[key] = (slot, 1)
+                self._keys[slot] = key
             return slot
 
     def release(self, slot: int) -> None:
         with self._lock:
+            key = self._keys.get(slot)
+            if key is not None:
+                _, holders = self._shared[key]
+                if holders > 1:
+                    self._shared[key] = (slot, holders - 1)
+                    return
+                del self._shared[key], self._keys[slot]
             self._used.discard(slot)
 
 
@@ -127,12 +150,15 @@ class JobSandbox:
         limits: Limits,
         writable_paths: Sequence[str] = (),
         user: int | None = None,
+        shared_dir: Path | None = None,
     ) -> None:
         """Prepare everything the job's process will be handed.
 
         ``writable_paths``: host directories shown read-write at their own paths
         besides ``workdir``; ``user``: a fixed host uid to run as instead of one of
-        the per-job uids (where jobs get their own), which ``workdir`` is given to.
+        the per-job uids (where jobs get their own), which ``workdir`` is given to;
+        ``shared_dir``: a same_worker flow's folder, read-write at ``./shared`` (an
+        empty directory ``SHARED_NAME`` in ``workdir``), given to the job's uid too.
 
         Raises ``OSError`` (nothing is left behind then).
         """
@@ -151,11 +177,14 @@ class JobSandbox:
         try:
             if sandbox.job_uids and policy.job_uid_base is not None:
                 if user is None:
-                    self._slot = _slots.acquire()
+                    key = None if shared_dir is None else str(shared_dir)
+                    self._slot = _slots.acquire(key)
                     self.user = policy.job_uid_base + self._slot
                 else:
                     self.user = user
                 _chown_tree(workdir, self.user)
+                if shared_dir is not None:
+                    _chown_tree(shared_dir, self.user)
                 info_r, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 os.set_blocking(info_w, True)
                 self._handshake = (info_r, -1)  # so that finish() closes it if what follows fails
@@ -175,6 +204,10 @@ class JobSandbox:
                 (self._keep(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)), path)
                 for path in writable_paths
             ]
+            shared = None
+            if shared_dir is not None:
+                flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+                shared = (self._keep(os.open(shared_dir, flags)), SHARED_NAME)
             written = synthesized(
                 uid=policy.uid,
                 gid=policy.gid,
@@ -192,6 +225,7 @@ class JobSandbox:
                 seccomp_fd=filter_fd,
                 tmp_mb=limits.tmp_mb,
                 writable=writable,
+                shared=shared,
             )
         except BaseException:
             self.finish()

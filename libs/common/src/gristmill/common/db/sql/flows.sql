@@ -143,3 +143,40 @@ FROM jobs j
 LEFT JOIN jobs_completed c ON c.id = j.id
 LEFT JOIN flow_status s ON s.id = j.id
 WHERE j.id = $1 AND j.workspace_id = $2;
+
+-- same_worker flows (gristmill.common.flows.same_worker).
+
+-- name: pin_read
+-- The worker a same_worker flow is pinned to; shared-locked against a change of pin.
+SELECT worker FROM flow_status WHERE id = $1 FOR SHARE;
+
+-- name: pin_lock
+SELECT worker FROM flow_status WHERE id = $1 FOR UPDATE;
+
+-- name: pin_set
+UPDATE flow_status SET worker = $2 WHERE id = $1;
+
+-- name: pin_queued_steps
+-- The unclaimed steps of same_worker flow $1 (root $2) not yet pinned to tag $3.
+SELECT q.id
+FROM job_queue q
+JOIN jobs j ON j.id = q.id
+WHERE NOT q.running AND q.tag <> $3 AND j.root_job = $2 AND j.meta->>'same_worker' = $1::uuid::text;
+
+-- name: pinned_workers
+-- Workers that parked same_worker flows are pinned to.
+SELECT DISTINCT s.worker
+FROM job_queue q
+JOIN flow_status s ON s.id = q.id
+WHERE q.running AND q.worker = $1 AND s.worker IS NOT NULL;
+
+-- name: pins_lost
+-- Forget a lost worker's pins (their flows pin again at their next step's claim).
+UPDATE flow_status s SET worker = NULL
+FROM job_queue q
+WHERE q.id = s.id AND s.worker = $1
+RETURNING s.id;
+
+-- name: live_flows
+-- Which of the flow jobs $1 have not ended.
+SELECT id FROM job_queue WHERE id = ANY($1::uuid[]);

@@ -445,3 +445,51 @@ SELECT q.id, q.running, q.worker, q.attempt
 FROM job_queue q JOIN tree t ON t.id = q.id
 ORDER BY q.id
 FOR UPDATE OF q;
+
+-- Jobs pinned to one worker (tag ``worker:<id>``, which every worker claims besides
+-- its own tags): the definition keeps its tag (``jobs.tag``), the claimable row
+-- carries the pin.
+
+-- name: retag
+-- Give unclaimed jobs another claim tag.
+UPDATE job_queue SET tag = $2
+WHERE id = ANY($1::uuid[]) AND NOT running AND tag <> $2
+RETURNING id;
+
+-- name: hand_over
+-- Give back a claim that belongs to another worker (same as no claim: the attempt is
+-- not counted), under that worker's tag.
+WITH q AS (
+    UPDATE job_queue
+    SET running = false, worker = NULL, started_at = NULL, attempt = attempt - 1, tag = $4
+    WHERE id = $1 AND running AND worker = $2 AND attempt = $3 AND NOT cancel_requested
+    RETURNING id, concurrency_key
+), runtime AS (
+    DELETE FROM job_runtime r USING q WHERE r.id = q.id
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - 1
+    FROM q WHERE s.key = q.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING q WHERE t.job_id = q.id
+)
+SELECT id FROM q;
+
+-- name: unpin
+-- Unclaimed jobs pinned to a worker that is gone go back to their own tag.
+UPDATE job_queue q SET tag = j.tag
+FROM jobs j
+WHERE q.tag = $1 AND NOT q.running AND j.id = q.id
+RETURNING q.id, j.tag;
+
+-- name: pinned_workers
+-- The workers that unclaimed jobs are pinned to (a small partial index holds them).
+SELECT DISTINCT substr(tag, 8) AS worker
+FROM job_queue
+WHERE NOT running AND starts_with(tag, 'worker:');
+
+-- name: worker_alive
+-- Whether worker $1 pinged within $2 seconds (a worker that stopped removed its row).
+SELECT EXISTS (
+    SELECT 1 FROM workers
+    WHERE id = $1 AND last_ping > now() - make_interval(secs => $2::float8)
+);

@@ -89,6 +89,9 @@ CREATE TABLE job_queue (
 CREATE INDEX job_queue_claim_idx ON job_queue (tag, priority DESC, scheduled_for, id)
     WHERE NOT running;
 CREATE INDEX job_queue_running_idx ON job_queue (worker) WHERE running;
+-- Jobs pinned to a worker (claim tag ``worker:<id>``), for finding those of lost workers.
+CREATE INDEX job_queue_pinned_idx ON job_queue (tag)
+    WHERE NOT running AND starts_with(tag, 'worker:');
 
 -- Frequently updated per-running-job state, kept off job_queue to limit its churn.
 CREATE TABLE job_runtime (
@@ -312,7 +315,9 @@ CREATE TABLE flow_status (
     state          jsonb NOT NULL,
     user_states    jsonb NOT NULL DEFAULT '{}'::jsonb,
     resume_secret  bytea NOT NULL,
-    updated_at     timestamptz NOT NULL DEFAULT now()
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    -- same_worker flows: the worker their steps are pinned to (NULL: none yet).
+    worker         text
 );
 
 -- The items of a for-loop, computed once when the loop starts.
