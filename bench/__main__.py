@@ -9,7 +9,15 @@ _BENCHMARKS = {
     "queue_throughput": "bench.queue_throughput",
     "sync_latency": "bench.sync_latency",
     "flow_overhead": "bench.flow_overhead",
+    "sandbox_overhead": "bench.sandbox_overhead",
+    "dedicated": "bench.dedicated",
     "triggers": "bench.triggers",
+    "peer_queue": "bench.peer_queue",
+    "peer_flows": "bench.peer_flows",
+    "cost_growth": "bench.cost_growth",
+    "guard": "bench.guard",
+    "ui_tti": "bench.ui_tti",
+    "all": "bench.all",
 }
 
 

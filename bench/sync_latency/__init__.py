@@ -1,11 +1,13 @@
 """``python -m bench sync_latency``: synchronous HTTP execution of a trivial script.
 
-``POST /api/w/main/jobs/run_wait_result/p/<path>`` on a ``gristmill up`` (embedded
-Postgres, production durability, sandbox as configured) at concurrency 1 and 32,
-p50/p99 and requests/s, next to a bare Litestar endpoint returning the same JSON in
-the same run (the ceiling: HTTP parsing and a handler, nothing else). The two are
-measured alternately, A B A B, for ``--rounds`` rounds; figures are medians of the
-rounds. The load generator (httpx) runs on the same cores: its cost is in both.
+``POST /api/w/main/jobs/run_wait_result/p/<path>`` and a synchronous HTTP route
+(``POST /api/r/bench/echo``, no authentication) running the same script, on a
+``gristmill up`` (embedded Postgres, production durability, sandbox as configured) at
+concurrency 1 and 32, p50/p99 and requests/s, next to a bare Litestar endpoint
+returning the same JSON in the same run (the ceiling: HTTP parsing and a handler,
+nothing else). The three are measured alternately, A B C A B C, for ``--rounds``
+rounds; figures are medians of the rounds. The load generator (httpx) runs on the
+same cores: its cost is in every figure.
 """
 
 from __future__ import annotations
@@ -125,6 +127,19 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 json={"path": "u/admin/echo", "content": SCRIPT, "language": "python3"},
             )
             saved.raise_for_status()
+            route = httpx.post(
+                f"{base}/api/w/main/http_triggers/create",
+                headers=headers,
+                json={
+                    "path": "u/admin/bench_echo",
+                    "route_path": "bench/echo",
+                    "script_path": "u/admin/echo",
+                    "is_flow": False,
+                    "http_method": "post",
+                    "authentication_method": "none",
+                },
+            )
+            route.raise_for_status()
 
             async def gristmill(client: httpx.AsyncClient, i: int) -> None:
                 response = await client.post(
@@ -135,21 +150,38 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 if response.status_code != 200 or response.json() != i:
                     raise RuntimeError(f"bad answer {response.status_code}: {response.text}")
 
+            async def http_route(client: httpx.AsyncClient, i: int) -> None:
+                response = await client.post(f"{base}/api/r/bench/echo", json={"x": i})
+                if response.status_code != 200 or response.json() != i:
+                    raise RuntimeError(f"bad route answer {response.status_code}: {response.text}")
+
             async def bare(client: httpx.AsyncClient, i: int) -> None:
                 response = await client.post(f"http://127.0.0.1:{ceiling_port}/run", json={"x": i})
                 if response.status_code != 200 or response.json() != i:
                     raise RuntimeError(f"bad ceiling answer {response.status_code}")
 
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            # Idle connections are dropped before the servers' keep-alive timeout (5 s)
+            # closes them: a target waits idle while the others are measured, and reusing
+            # a connection the server is closing fails the request.
+            limits = httpx.Limits(
+                max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0
+            )
             async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-                for target in (gristmill, bare):  # warm up both
+                for target in (gristmill, http_route, bare):  # warm up all three
                     await _load(target, client, 4, 40)
                 for concurrency in (1, 32):
                     requests = args.requests if concurrency == 1 else args.requests * 3
-                    rounds: dict[str, list[dict[str, float]]] = {"gristmill": [], "litestar": []}
+                    rounds: dict[str, list[dict[str, float]]] = {
+                        "gristmill": [],
+                        "http_route": [],
+                        "litestar": [],
+                    }
                     for _ in range(args.rounds):
                         rounds["gristmill"].append(
                             await _load(gristmill, client, concurrency, requests)
+                        )
+                        rounds["http_route"].append(
+                            await _load(http_route, client, concurrency, requests)
                         )
                         rounds["litestar"].append(await _load(bare, client, concurrency, requests))
                         print(f"c={concurrency}: {rounds['gristmill'][-1]}", file=sys.stderr)
@@ -186,6 +218,13 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return report
 
 
+_TARGETS = {
+    "gristmill": "run_wait_result",
+    "http_route": "HTTP route /api/r/bench/echo",
+    "litestar": "bare Litestar",
+}
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# sync_latency ({report['date']}, {report['rounds']} rounds, medians; "
@@ -198,10 +237,12 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     for key, figures in report["results"].items():
         ceiling = figures["litestar"]["p50_ms"]["median"]
-        for name in ("gristmill", "litestar"):
+        for name in ("gristmill", "http_route", "litestar"):
+            if name not in figures:
+                continue
             f = figures[name]
             lines.append(
-                f"| {key[1:]} | {'run_wait_result' if name == 'gristmill' else 'bare Litestar'} "
+                f"| {key[1:]} | {_TARGETS[name]} "
                 f"| {f['p50_ms']['median']:.2f} | {f['p99_ms']['median']:.2f} "
                 f"| {f['req_per_s']['median']:.0f} | {f['p50_ms']['median'] / ceiling:.1f}x |"
             )
