@@ -21,10 +21,10 @@ from gristmill.common import email_triggers
 from gristmill.common.email_triggers import EmailTrigger, TriggerSettings
 from gristmill.common.errors import InvalidRequest
 from gristmill.common.tokens import TokenInfo
-from gristmill.common.variables import may_access, validate_path
+from gristmill.common.variables import may_access
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.variables import authorize_path, item_path
+from gristmill.gateway.routes.variables import checked_path
 
 __all__ = ["ROUTES", "EditEmailTriggerBody", "EmailTriggerView", "NewEmailTriggerBody"]
 
@@ -116,13 +116,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind=_KIND)
-    authorize_path(request.user, path, _KIND)
-    return path
-
-
 @post(
     f"{_BASE}/create",
     status_code=201,
@@ -137,7 +130,7 @@ async def create_email_trigger(
     state: State,
 ) -> str:
     """Answers the trigger's path."""
-    path = _checked(request, workspace, data.path.strip("/"))
+    path = checked_path(request, workspace, data.path.strip("/"), _KIND)
     saved = await email_triggers.create(
         _ctx(state).pool, workspace, path, data.settings(), editor=request.user.user_id
     )
@@ -158,7 +151,7 @@ async def update_email_trigger(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     saved = await email_triggers.update(
         _ctx(state).pool, workspace, item, data.settings(), editor=request.user.user_id
     )
@@ -179,7 +172,7 @@ async def set_email_trigger_enabled(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     enabled = _enabled(data.enabled, data.mode)
     if enabled is None:
         raise InvalidRequest("send enabled (true/false) or mode", location="enabled")
@@ -198,7 +191,7 @@ async def set_email_trigger_enabled(
 async def delete_email_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await email_triggers.delete(_ctx(state).pool, workspace, item)
     return f"email trigger {item} deleted"
 
@@ -207,7 +200,7 @@ async def delete_email_trigger(
 async def get_email_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> EmailTriggerView:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return _view(await email_triggers.get(_ctx(state).pool, workspace, item))
 
 
@@ -219,7 +212,7 @@ async def get_email_trigger(
 async def exists_email_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return await email_triggers.exists(_ctx(state).pool, workspace, item)
 
 

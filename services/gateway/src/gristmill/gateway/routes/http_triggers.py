@@ -22,10 +22,10 @@ from gristmill.common.errors import Forbidden, InvalidRequest, NotFound
 from gristmill.common.flows import store
 from gristmill.common.http_triggers import HttpTrigger, TriggerSettings
 from gristmill.common.tokens import TokenInfo
-from gristmill.common.variables import may_access, validate_path
+from gristmill.common.variables import may_access
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.variables import authorize_path, item_path
+from gristmill.gateway.routes.variables import checked_path
 
 __all__ = ["ROUTES", "EditHttpTriggerBody", "HttpTriggerView", "NewHttpTriggerBody"]
 
@@ -145,13 +145,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind=_KIND)
-    authorize_path(request.user, path, _KIND)
-    return path
-
-
 async def _check_target(
     context: GatewayContext, user: TokenInfo, workspace: str, body: EditHttpTriggerBody
 ) -> None:
@@ -184,7 +177,7 @@ async def create_http_trigger(
     state: State,
 ) -> str:
     """Answers the trigger's path."""
-    path = _checked(request, workspace, data.path.strip("/"))
+    path = checked_path(request, workspace, data.path.strip("/"), _KIND)
     context = _ctx(state)
     settings = data.settings()
     http_triggers.parse_route(settings.route_path)
@@ -215,7 +208,7 @@ async def update_http_trigger(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     context = _ctx(state)
     settings = data.settings()
     http_triggers.parse_route(settings.route_path)
@@ -246,7 +239,7 @@ async def set_http_trigger_enabled(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await http_triggers.set_enabled(_ctx(state).pool, workspace, item, data.enabled)
     return f"http trigger {item} {'enabled' if data.enabled else 'disabled'}"
 
@@ -262,7 +255,7 @@ async def set_http_trigger_enabled(
 async def delete_http_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await http_triggers.delete(_ctx(state).pool, workspace, item)
     return f"http trigger {item} deleted"
 
@@ -271,7 +264,7 @@ async def delete_http_trigger(
 async def get_http_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> HttpTriggerView:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return _view(await http_triggers.get(_ctx(state).pool, workspace, item))
 
 

@@ -29,10 +29,10 @@ from gristmill.common.errors import NotFound
 from gristmill.common.flows import store as flows
 from gristmill.common.kafka_triggers import KafkaTrigger, ParkedMessage, TriggerSettings
 from gristmill.common.tokens import TokenInfo
-from gristmill.common.variables import may_access, validate_path
+from gristmill.common.variables import may_access
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.variables import authorize_path, item_path, page_bounds
+from gristmill.gateway.routes.variables import checked_path, page_bounds
 
 __all__ = [
     "ROUTES",
@@ -162,13 +162,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind=_KIND)
-    authorize_path(request.user, path, _KIND)
-    return path
-
-
 async def _check_targets(
     context: GatewayContext, workspace: str, body: EditKafkaTriggerBody
 ) -> TriggerSettings:
@@ -206,7 +199,7 @@ async def create_kafka_trigger(
     state: State,
 ) -> str:
     """Answers the trigger's path."""
-    path = _checked(request, workspace, data.path.strip("/"))
+    path = checked_path(request, workspace, data.path.strip("/"), _KIND)
     context = _ctx(state)
     settings = await _check_targets(context, workspace, data)
     saved = await kafka_triggers.create(
@@ -230,8 +223,8 @@ async def update_kafka_trigger(
     state: State,
 ) -> str:
     """Answers the trigger's path (the new one after a rename)."""
-    item = _checked(request, workspace, path)
-    new_path = _checked(request, workspace, data.path.strip("/")) if data.path else None
+    item = checked_path(request, workspace, path, _KIND)
+    new_path = checked_path(request, workspace, data.path.strip("/"), _KIND) if data.path else None
     context = _ctx(state)
     settings = await _check_targets(context, workspace, data)
     saved = await kafka_triggers.update(
@@ -254,7 +247,7 @@ async def set_kafka_trigger_enabled(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await kafka_triggers.set_enabled(_ctx(state).pool, workspace, item, data.enabled)
     return f"kafka trigger {item} {'enabled' if data.enabled else 'disabled'}"
 
@@ -270,7 +263,7 @@ async def set_kafka_trigger_enabled(
 async def delete_kafka_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await kafka_triggers.delete(_ctx(state).pool, workspace, item)
     return f"kafka trigger {item} deleted"
 
@@ -279,7 +272,7 @@ async def delete_kafka_trigger(
 async def get_kafka_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> KafkaTriggerView:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return _view(await kafka_triggers.get(_ctx(state).pool, workspace, item))
 
 
@@ -291,7 +284,7 @@ async def get_kafka_trigger(
 async def kafka_trigger_exists(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return await kafka_triggers.exists(_ctx(state).pool, workspace, item)
 
 
@@ -321,7 +314,7 @@ async def list_parked_messages(
     page: Annotated[int, QueryParameter()] = 1,
     per_page: Annotated[int, QueryParameter()] = 100,
 ) -> list[ParkedMessageView]:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     limit, offset = page_bounds(page, per_page)
     parked = await kafka_triggers.list_parked(
         _ctx(state).pool, workspace, item, limit=limit, offset=offset
@@ -340,7 +333,7 @@ async def list_parked_messages(
 async def delete_parked_messages(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     count = await kafka_triggers.delete_parked(_ctx(state).pool, workspace, item)
     return f"{count} parked message(s) of kafka trigger {item} deleted"
 

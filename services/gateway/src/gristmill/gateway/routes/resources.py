@@ -23,7 +23,7 @@ from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.routes.variables import (
     authorize_path,
-    item_path,
+    checked_path,
     json_response,
     page_bounds,
 )
@@ -83,13 +83,6 @@ class EditResourceType(msgspec.Struct, kw_only=True):
 def _store(state: State) -> ResourceStore:
     context: GatewayContext = state.gristmill
     return ResourceStore(context.pool, VariableStore(context.pool, context.keystore))
-
-
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind="resource")
-    authorize_path(request.user, path, "resource")
-    return path
 
 
 def _iso(moment: datetime) -> str:
@@ -254,7 +247,7 @@ async def create_resource(
 async def get_resource(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> dict[str, Any]:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     return _view(await _store(state).get(workspace, item))
 
 
@@ -262,7 +255,7 @@ async def get_resource(
 async def get_resource_value(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> Response[bytes]:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     return json_response(await _store(state).get_value(workspace, item))
 
 
@@ -280,7 +273,7 @@ async def get_resource_value_interpolated(
     """Secrets referenced by ``$var:`` are decrypted; the token must be allowed to read
     every variable and resource reached. ``job_id`` is accepted and ignored."""
     del job_id
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     info = request.user
 
     def authorize(target: str) -> None:
@@ -294,7 +287,7 @@ async def get_resource_value_interpolated(
 async def resource_exists(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     return await _store(state).exists(workspace, item)
 
 
@@ -339,7 +332,7 @@ async def update_resource(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    current = _checked(request, workspace, path)
+    current = checked_path(request, workspace, path, "resource")
     if data.path is not None and data.path != current:
         authorize_path(request.user, validate_path(data.path, kind="resource"), "resource")
     target = await _store(state).update(
@@ -367,7 +360,7 @@ async def update_resource_value(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     await _store(state).update_value(workspace, item, data.value, edited_by=request.user.user_id)
     return f"resource {item} updated"
 
@@ -382,7 +375,7 @@ async def update_resource_value(
 async def delete_resource(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "resource")
     await _store(state).delete(workspace, item)
     return f"resource {item} deleted"
 

@@ -26,7 +26,7 @@ from gristmill.common.tokens import TokenInfo
 from gristmill.common.variables import may_access, validate_path
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.variables import authorize_path, item_path, page_bounds
+from gristmill.gateway.routes.variables import authorize_path, checked_path, page_bounds
 
 __all__ = [
     "DEFAULT_PREVIEW",
@@ -232,14 +232,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    """The schedule path of the URL, once the token may use the workspace and the path."""
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind="schedule")
-    authorize_path(request.user, path, "schedule")
-    return path
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -290,7 +282,7 @@ async def update_schedule(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "schedule")
     context = _ctx(state)
     saved = await schedules.update_schedule(
         context.pool,
@@ -320,7 +312,7 @@ async def set_schedule_enabled(
 ) -> str:
     """Enabling starts from the next tick after now: ticks missed while disabled never
     run."""
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "schedule")
     saved = await schedules.set_enabled(
         _ctx(state).pool,
         workspace,
@@ -343,7 +335,7 @@ async def set_schedule_enabled(
 async def delete_schedule(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "schedule")
     await schedules.delete_schedule(_ctx(state).pool, workspace, item)
     return f"schedule {item} deleted"
 
@@ -355,7 +347,7 @@ async def delete_schedule(
 async def get_schedule(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> ScheduleView:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "schedule")
     return schedule_view(await schedules.get_schedule(_ctx(state).pool, workspace, item))
 
 
@@ -363,7 +355,7 @@ async def get_schedule(
 async def schedule_exists(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, "schedule")
     return await schedules.exists_schedule(_ctx(state).pool, workspace, item)
 
 

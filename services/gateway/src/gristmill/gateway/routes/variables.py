@@ -26,6 +26,7 @@ __all__ = [
     "CreateVariable",
     "EditVariable",
     "authorize_path",
+    "checked_path",
     "item_path",
     "json_response",
     "page_bounds",
@@ -81,8 +82,9 @@ def authorize_path(info: TokenInfo, path: str, kind: str) -> None:
         )
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str, kind: str = "variable") -> str:
-    """The path of the URL, once the token may use the workspace and that path."""
+def checked_path(request: _AuthRequest, workspace: str, raw: str, kind: str = "variable") -> str:
+    """The item path of the URL (a variable, resource, schedule or trigger of ``kind``),
+    once the token may use the workspace and that path."""
     check_workspace(request.user, workspace)
     path = validate_path(item_path(raw), kind=kind)
     authorize_path(request.user, path, kind)
@@ -161,7 +163,7 @@ async def update_variable(
     state: State,
     already_encrypted: FromQuery[bool] = False,
 ) -> str:
-    current = _checked(request, workspace, path)
+    current = checked_path(request, workspace, path)
     if data.path is not None and data.path != current:
         authorize_path(request.user, validate_path(data.path, kind="variable"), "variable")
     target = await _store(state).update(
@@ -187,7 +189,7 @@ async def get_variable(
 ) -> dict[str, Any]:
     """A secret's ``value`` is ``null`` unless ``decrypt_secret`` (clear text) or
     ``include_encrypted`` (the stored ciphertext, for a sync round trip)."""
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path)
     variable = await _store(state).get(
         workspace, item, decrypt=decrypt_secret, encrypted=include_encrypted
     )
@@ -198,7 +200,7 @@ async def get_variable(
 async def get_variable_value(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> Response[bytes]:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path)
     return json_response(await _store(state).get_value(workspace, item))
 
 
@@ -206,7 +208,7 @@ async def get_variable_value(
 async def variable_exists(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path)
     return await _store(state).exists(workspace, item)
 
 
@@ -240,7 +242,7 @@ async def list_variables(
 async def delete_variable(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path)
     await _store(state).delete(workspace, item)
     return f"variable {item} deleted"
 

@@ -21,7 +21,7 @@ from litestar.params import FromPath, JSONBody
 from gristmill.common import websocket_triggers
 from gristmill.common.errors import InvalidRequest
 from gristmill.common.tokens import TokenInfo
-from gristmill.common.variables import may_access, validate_path
+from gristmill.common.variables import may_access
 from gristmill.common.websocket_triggers import (
     Filter,
     InitialMessage,
@@ -30,7 +30,7 @@ from gristmill.common.websocket_triggers import (
 )
 from gristmill.gateway.auth import check_workspace
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.variables import authorize_path, item_path
+from gristmill.gateway.routes.variables import checked_path
 
 __all__ = [
     "ROUTES",
@@ -153,13 +153,6 @@ def _ctx(state: State) -> GatewayContext:
     return context
 
 
-def _checked(request: _AuthRequest, workspace: str, raw: str) -> str:
-    check_workspace(request.user, workspace)
-    path = validate_path(item_path(raw), kind=_KIND)
-    authorize_path(request.user, path, _KIND)
-    return path
-
-
 @post(
     f"{_BASE}/create",
     status_code=201,
@@ -174,7 +167,7 @@ async def create_websocket_trigger(
     state: State,
 ) -> str:
     """Answers the trigger's path."""
-    path = _checked(request, workspace, data.path.strip("/"))
+    path = checked_path(request, workspace, data.path.strip("/"), _KIND)
     saved = await websocket_triggers.create(
         _ctx(state).pool, workspace, path, data.settings(), editor=request.user.user_id
     )
@@ -195,7 +188,7 @@ async def update_websocket_trigger(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     saved = await websocket_triggers.update(
         _ctx(state).pool, workspace, item, data.settings(), editor=request.user.user_id
     )
@@ -216,7 +209,7 @@ async def set_websocket_trigger_enabled(
     request: _AuthRequest,
     state: State,
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     enabled = _enabled(data.enabled, data.mode)
     if enabled is None:
         raise InvalidRequest("send enabled (true/false) or mode", location="enabled")
@@ -235,7 +228,7 @@ async def set_websocket_trigger_enabled(
 async def delete_websocket_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> str:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     await websocket_triggers.delete(_ctx(state).pool, workspace, item)
     return f"websocket trigger {item} deleted"
 
@@ -244,7 +237,7 @@ async def delete_websocket_trigger(
 async def get_websocket_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> WebsocketTriggerView:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return _view(await websocket_triggers.get(_ctx(state).pool, workspace, item))
 
 
@@ -256,7 +249,7 @@ async def get_websocket_trigger(
 async def exists_websocket_trigger(
     workspace: FromPath[str], path: FromPath[str], request: _AuthRequest, state: State
 ) -> bool:
-    item = _checked(request, workspace, path)
+    item = checked_path(request, workspace, path, _KIND)
     return await websocket_triggers.exists(_ctx(state).pool, workspace, item)
 
 
