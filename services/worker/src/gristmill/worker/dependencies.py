@@ -34,9 +34,8 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -52,6 +51,7 @@ from gristmill.common.pydeps import (
 from gristmill.common.queue import ClaimedJob
 from gristmill.common.scripts import Executor, set_lock
 from gristmill.worker.execution import ExecutionOutcome, OnLog
+from gristmill.worker.execution.cancellation import unless_canceled
 from gristmill.worker.pyenv import (
     Interpreter,
     ensure_env,
@@ -70,7 +70,6 @@ __all__ = [
     "write_modules",
 ]
 
-_T = TypeVar("_T")
 _log = structlog.get_logger(__name__)
 
 #: Modules the worker itself puts on a job's path (the in-job client library): an
@@ -144,7 +143,7 @@ class PythonDependencies:
             return Prepared()
         started = time.perf_counter()
         try:
-            env = await _unless_canceled(cancel, self._environment(job, on_log))
+            env = await unless_canceled(cancel, self._environment(job, on_log))
         except DependencyError as exc:
             error = dependency_job_error(exc)
             detail = f"\n{exc.stderr.rstrip()}" if exc.stderr else ""
@@ -227,7 +226,7 @@ class PythonDependencies:
         """
         started = time.perf_counter()
         try:
-            lockfile = await _unless_canceled(cancel, self._lockfile(job, on_log))
+            lockfile = await unless_canceled(cancel, self._lockfile(job, on_log))
         except DependencyError as exc:
             error = dependency_job_error(exc)
             detail = f"\n{exc.stderr.rstrip()}" if exc.stderr else ""
@@ -384,20 +383,3 @@ def _write_text_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(staged)
         raise
-
-
-async def _unless_canceled(cancel: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
-    """``work``'s result, or ``None`` if ``cancel`` was set first (``work`` is then
-    cancelled and waited for, so the processes it started are gone)."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(cancel.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-    if task.cancelled():
-        return None
-    return task.result()

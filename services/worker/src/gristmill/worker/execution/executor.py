@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine
-from typing import Any
 
 import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.worker.execution import failures
+from gristmill.worker.execution.cancellation import unless_canceled
 from gristmill.worker.execution.job_process import JobProcess
 from gristmill.worker.execution.launch import Command, launch
 from gristmill.worker.execution.logs import LogPump, OnLog
@@ -49,32 +47,19 @@ async def execute(
     if not request.workdir.is_dir():
         raise NotADirectoryError(f"the job's workdir {request.workdir} is not a directory")
     if isinstance(runner, Builds):
-        built = await _unless_canceled(runner.build(request, settings), cancel)
-        if not built:
+        builder = runner
+
+        async def build() -> bool:
+            await builder.build(request, settings)
+            return True
+
+        if await unless_canceled(cancel, build()) is None:
             return _failed(failures.canceled())
     try:
         command = runner.prepare(request, settings)
     except OSError as exc:
         return _failed(failures.launch_failed(f"the {request.language} job", exc))
     return await _run(request, runner, command, on_log=on_log, cancel=cancel, settings=settings)
-
-
-async def _unless_canceled(step: Coroutine[Any, Any, None], cancel: asyncio.Event) -> bool:
-    """Run ``step`` unless ``cancel`` is set first (then ``step`` is cancelled): done?"""
-    task = asyncio.ensure_future(step)
-    canceled = asyncio.ensure_future(cancel.wait())
-    try:
-        await asyncio.wait({task, canceled}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        canceled.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return False
-    task.result()
-    return True
 
 
 async def _run(
