@@ -27,7 +27,6 @@ job names it in ``X-Gristmill-Job-Id``.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -53,7 +52,7 @@ from gristmill.common.http_triggers import HttpTrigger
 from gristmill.common.runs import script_job_args
 from gristmill.common.tokens import lookup_token
 from gristmill.gateway.context import GatewayContext
-from gristmill.gateway.routes.run import JOB_ID_HEADER, WAIT_RESULT_TIMEOUT_S, submit
+from gristmill.gateway.routes.run import JOB_ID_HEADER, WAIT_RESULT_TIMEOUT_S, poll, submit
 
 __all__ = ["ROUTES", "SIGNATURE_HEADER", "serve_route"]
 
@@ -63,8 +62,6 @@ _Q = load_queries("scripts.sql")
 _json = msgspec.json.Encoder()
 _decode_json = msgspec.json.Decoder()
 _HIDDEN_HEADERS: Final = frozenset({"authorization", "cookie"})
-_POLL_FIRST_S: Final = 0.002
-_POLL_MAX_S: Final = 0.05
 
 
 def _ctx(state: State) -> GatewayContext:
@@ -175,16 +172,10 @@ async def _outcome(
 async def _wait(
     context: GatewayContext, workspace: str, job_id: uuid.UUID, *, flow: bool
 ) -> tuple[str, Any, Any] | None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_RESULT_TIMEOUT_S
-    delay = _POLL_FIRST_S
-    while loop.time() < deadline:
-        outcome = await _outcome(context, workspace, job_id, flow=flow)
-        if outcome is not None:
-            return outcome
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.25, _POLL_MAX_S)
-    return None
+    async def probe() -> tuple[str, Any, Any] | None:
+        return await _outcome(context, workspace, job_id, flow=flow)
+
+    return await poll(probe, WAIT_RESULT_TIMEOUT_S)
 
 
 def _answer(result: Any, job_id: uuid.UUID) -> Response[bytes]:
