@@ -48,7 +48,7 @@ from gristmill.worker.sandbox.etc import synthesized
 from gristmill.worker.sandbox.limits import JobCgroup, Limits, ResourceUsage, prlimit_args
 from gristmill.worker.sandbox.policy import Sandbox
 
-__all__ = ["SHARED_NAME", "JobSandbox", "signal_from_status"]
+__all__ = ["SHARED_NAME", "JobSandbox", "chown_tree", "signal_from_status"]
 
 _log = structlog.get_logger(__name__)
 
@@ -182,9 +182,9 @@ class JobSandbox:
                     self.user = policy.job_uid_base + self._slot
                 else:
                     self.user = user
-                _chown_tree(workdir, self.user)
+                chown_tree(workdir, self.user)
                 if shared_dir is not None:
-                    _chown_tree(shared_dir, self.user)
+                    chown_tree(shared_dir, self.user)
                 info_r, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 os.set_blocking(info_w, True)
                 self._handshake = (info_r, -1)  # so that finish() closes it if what follows fails
@@ -393,8 +393,8 @@ def _write_id_maps(pid: int, uid: int, gid: int, host_id: int | None) -> None:
         f.write(f"0 0 1\n{gid} {host_id} 1\n")
 
 
-def _chown_tree(root: Path, uid: int) -> None:
-    """Give the job its directory (never following links out of it)."""
+def chown_tree(root: Path, uid: int) -> None:
+    """Give ``root`` and everything in it to ``uid`` (never following links out of it)."""
     os.chown(root, uid, uid, follow_symlinks=False)
     for directory, subdirs, names in os.walk(root):
         for name in (*subdirs, *names):

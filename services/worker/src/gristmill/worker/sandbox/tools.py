@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from gristmill.worker.sandbox.job import JobSandbox
+from gristmill.worker.sandbox.job import JobSandbox, chown_tree
 from gristmill.worker.sandbox.limits import Limits
 from gristmill.worker.sandbox.policy import Sandbox
 
@@ -101,15 +101,8 @@ async def _own(path: Path, uid: int) -> None:
         return
     path.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  # one local mkdir
     if path.stat().st_uid != uid:  # noqa: ASYNC240  # one stat
-        await asyncio.to_thread(_chown_tree, path, uid)
+        await asyncio.to_thread(chown_tree, path, uid)
     _owned.add(key)
-
-
-def _chown_tree(root: Path, uid: int) -> None:
-    os.chown(root, uid, uid, follow_symlinks=False)
-    for directory, subdirs, names in os.walk(root):
-        for name in (*subdirs, *names):
-            os.chown(os.path.join(directory, name), uid, uid, follow_symlinks=False)
 
 
 @dataclass(frozen=True, slots=True)
