@@ -22,26 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench._gristmill_up import gristmill_up
 from bench._pg import describe_machine, fresh_database, server
 from bench._procs import quiet_logging
 from bench._stats import load_average, percentile, summarize
-from bench.sync_latency import _free_port, _wait_http
 
 TOKEN = "bench-dedicated-token-0123456789abcdef"
-ROOT = Path(__file__).resolve().parents[2]
 ECHO = "def main(x: int):\n    return x\n"
 FIBO = (
     "def fibo(n):\n    return n if n <= 1 else fibo(n - 1) + fibo(n - 2)\n\n"
@@ -101,30 +95,10 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     with server() as pg:
         dsn = asyncio.run(fresh_database(pg, "bench_dedicated"))
         machine = asyncio.run(describe_machine(dsn))
-        data = Path(tempfile.mkdtemp(prefix="gristmill-bench-dedicated-"))
-        data.chmod(0o755)
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
-        env.update(
-            GRISTMILL_DATABASE_URL=dsn,
-            GRISTMILL_HTTP_PORT=str(port),
-            GRISTMILL_ADMIN_TOKEN=TOKEN,
-            GRISTMILL_DATA_DIR=str(data / "data"),
-            GRISTMILL_WORKERS="1",
-            GRISTMILL_LOG_LEVEL="warning",
-            GRISTMILL_DEDICATED=",".join(f"main:{p}" for p in PATHS["dedicated"]),
-        )
-        up = subprocess.Popen(
-            [sys.executable, "-m", "gristmill.cli.main", "up"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_http(f"{base}/api/version")
+        dedicated = ",".join(f"main:{p}" for p in PATHS["dedicated"])
+        with gristmill_up(
+            dsn, TOKEN, workers=1, extra_env={"GRISTMILL_DEDICATED": dedicated}
+        ) as base:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             with httpx.Client(timeout=120, headers=headers) as client:
                 for mode, (echo, fibo) in PATHS.items():
@@ -150,14 +124,6 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                             f"flow {flow[mode][-1]:.3f} s",
                             file=sys.stderr,
                         )
-        finally:
-            if up.poll() is None:
-                os.killpg(up.pid, signal.SIGTERM)
-                try:
-                    up.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(up.pid, signal.SIGKILL)
-            shutil.rmtree(data, ignore_errors=True)
     return {
         "benchmark": "dedicated",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

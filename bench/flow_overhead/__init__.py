@@ -14,21 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench._gristmill_up import gristmill_up
 from bench._pg import describe_machine, fresh_database, server
 from bench._stats import load_average, summarize
-from bench.sync_latency import _free_port, _wait_http
 
 TOKEN = "bench-flow-overhead-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,31 +103,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     with server() as pg:
         dsn = await fresh_database(pg, "bench_flow")
         machine = await describe_machine(dsn)
-        data = Path(tempfile.mkdtemp(prefix="gristmill-bench-flow-"))
-        data.chmod(0o755)
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
-        env.update(
-            GRISTMILL_DATABASE_URL=dsn,
-            GRISTMILL_HTTP_PORT=str(port),
-            GRISTMILL_ADMIN_TOKEN=TOKEN,
-            GRISTMILL_DATA_DIR=str(data / "data"),
-            GRISTMILL_WORKERS="1",
-            GRISTMILL_PYTHON_BIN=PYTHON,
-            GRISTMILL_LOG_LEVEL="warning",
-        )
-        env.update(dict(item.split("=", 1) for item in args.env))
-        up = subprocess.Popen(
-            [sys.executable, "-m", "gristmill.cli.main", "up"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_http(f"{base}/api/version")
+        extra = {"GRISTMILL_PYTHON_BIN": PYTHON}
+        extra.update(dict(item.split("=", 1) for item in args.env))
+        with gristmill_up(dsn, TOKEN, workers=1, extra_env=extra) as base:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             with httpx.Client(timeout=120, headers=headers) as client:
                 _run_flow(client, base, 2, 10)  # warm-up, untimed
@@ -146,15 +120,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                         }
                         rounds[name].append(sample)
                         print(f"round {r + 1} {name}: {sample}", file=sys.stderr)
-        finally:
-            if up.poll() is None:
-                os.killpg(up.pid, signal.SIGTERM)
-                try:
-                    up.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(up.pid, signal.SIGKILL)
-            shutil.rmtree(data, ignore_errors=True)
-    sandboxed = env.get("GRISTMILL_INSECURE_NO_SANDBOX", "").lower() not in ("1", "true", "yes")
+    sandboxed = extra.get("GRISTMILL_INSECURE_NO_SANDBOX", "").lower() not in ("1", "true", "yes")
     results = {
         name: {
             key: summarize([s[key] for s in samples]).to_dict()

@@ -21,11 +21,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,9 +31,9 @@ import asyncpg
 import httpx
 from playwright.sync_api import Browser, sync_playwright
 
+from bench._gristmill_up import gristmill_up
 from bench._pg import describe_machine, fresh_database, server
 from bench._stats import load_average, summarize
-from bench.sync_latency import _free_port, _wait_http
 
 __all__ = ["main"]
 
@@ -158,43 +155,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         dsn = asyncio.run(fresh_database(pg, "bench_ui_tti"))
         machine = asyncio.run(describe_machine(dsn))
         asyncio.run(_seed(dsn, args.jobs))
-        data = Path(tempfile.mkdtemp(prefix="gristmill-bench-ui-"))
-        data.chmod(0o755)
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
-        env.update(
-            GRISTMILL_DATABASE_URL=dsn,
-            GRISTMILL_HTTP_PORT=str(port),
-            GRISTMILL_ADMIN_TOKEN=TOKEN,
-            GRISTMILL_DATA_DIR=str(data / "data"),
-            GRISTMILL_WORKERS="1",
-            GRISTMILL_LOG_LEVEL="warning",
-        )
-        up = subprocess.Popen(
-            [sys.executable, "-m", "gristmill.cli.main", "up"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_http(f"{base}/api/version")
+        with gristmill_up(dsn, TOKEN, workers=1) as base:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             created = httpx.post(
                 f"{base}/api/w/main/flows/create", json=_flow(args.steps), headers=headers
             )
             created.raise_for_status()
             samples = _measure_pages(base, args)
-        finally:
-            if up.poll() is None:
-                os.killpg(up.pid, signal.SIGTERM)
-                try:
-                    up.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(up.pid, signal.SIGKILL)
-            shutil.rmtree(data, ignore_errors=True)
     results = {
         name: {
             key: summarize([s[key] for s in runs]).to_dict()
