@@ -1,7 +1,7 @@
 """Gristmill's side of the side-by-side queue scenarios, and the bare asyncpg ceiling.
 
 The drains reuse ``bench.queue_throughput.drain`` (``DrainQueue``: claim a batch,
-``Queue.complete`` each job; ``DrainCeiling``: the bare claim + DELETE loop). The
+``Queue.complete_many`` for the batch; ``DrainCeiling``: the bare claim + DELETE loop). The
 sustained and latency scenarios run the worker's own loop in a worker process:
 claim a batch; when nothing is left, ``Wakeup.wait()`` (LISTEN/NOTIFY, 500 ms poll
 fallback, the production defaults).
@@ -22,7 +22,7 @@ from bench._stats import percentile
 from bench.queue_throughput._jobs import TAG, new_job
 from bench.queue_throughput.drain import DrainCeiling, DrainQueue, DrainResult
 from gristmill.common.db import create_pool
-from gristmill.common.queue import Queue
+from gristmill.common.queue import Completion, Queue
 from gristmill.common.wakeup import Wakeup
 
 __all__ = [
@@ -107,10 +107,7 @@ class _WorkerLoop:
                     latencies += [(claimed - int(job.args["t0_ns"])) / 1e6 for job in jobs]
                 if time.monotonic() <= window_end or not self.seconds:
                     count += len(jobs)
-                if len(jobs) == 1:
-                    await queue.complete(jobs[0], None)
-                else:
-                    await asyncio.gather(*(queue.complete(job, None) for job in jobs))
+                await queue.complete_many([Completion(job) for job in jobs])
         return {"count": count, "latencies": latencies}
 
 

@@ -3,7 +3,8 @@
 Two paths are measured side by side on the same server:
 
 * the queue itself (``Queue.enqueue`` in batches, then ``Queue.claim`` with a batch
-  size and one ``Queue.complete`` per job, the only completion the queue offers);
+  size and ``Queue.complete_many`` for the batch: one statement, one commit, as a
+  worker's ``CompletionBatcher`` records the successes that finish together);
 * the physical ceiling: a bare asyncpg loop on a trivial table, claiming with the
   same ``FOR UPDATE SKIP LOCKED`` pattern and completing with ``DELETE``: one row per
   statement (a claimed batch spread over as many connections as a queue worker has),
@@ -24,7 +25,7 @@ from bench._procs import Context, Processes
 from bench._stats import CpuMeter, Measurements
 from bench.queue_throughput._jobs import TAG, clear_queue, new_job
 from gristmill.common.db import create_pool
-from gristmill.common.queue import Queue
+from gristmill.common.queue import Completion, Queue
 
 __all__ = ["DrainPlan", "DrainResults", "measure_drains"]
 
@@ -65,7 +66,7 @@ class DrainResult:
 
 @dataclass(frozen=True, slots=True)
 class DrainQueue:
-    """Claim ``batch`` jobs at a time and complete each, until none is left."""
+    """Claim ``batch`` jobs at a time and complete them together, until none is left."""
 
     dsn: str
     batch: int
@@ -78,10 +79,7 @@ class DrainQueue:
         cpu = time.process_time()
         started = time.monotonic_ns()
         while jobs := await queue.claim(worker, [TAG], self.batch):
-            if len(jobs) == 1:
-                outcomes = [await queue.complete(jobs[0], None)]
-            else:
-                outcomes = await asyncio.gather(*(queue.complete(job, None) for job in jobs))
+            outcomes = await queue.complete_many([Completion(job) for job in jobs])
             done += len(jobs)
             lost += outcomes.count(False)
         ended = time.monotonic_ns()

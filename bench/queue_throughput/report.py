@@ -100,7 +100,7 @@ def _throughput(doc: Row) -> str:
             "worker processes",
             "claim batch",
             "claim+complete jobs/s, median (min..max)",
-            "ratio to ceiling, same commits",
+            "ratio to ceiling, one DELETE per row",
             f"ratio to ceiling, batch {big} + one DELETE",
             "enqueue jobs/s (100 per call)",
             "worker CPU (cores)",
@@ -133,10 +133,9 @@ def _throughput(doc: Row) -> str:
     return (
         f"### Claim + complete of no-op jobs ({first:,} queued, then drained)\n\n"
         f"{queue_table}\n\n"
-        "Completion is one `Queue.complete` (one transaction) per job: the queue has no "
-        "batch completion. A claimed batch is completed concurrently over the worker's "
-        f'10 connections. "Same commits": the ceiling with claim batch 1 (for batch 1) or '
-        f"{big} (otherwise), one DELETE per row.\n\n"
+        "A claimed batch is completed by one `Queue.complete_many` (one statement, one "
+        'commit), as a worker records the successes that finish together. "One DELETE per '
+        f'row": the ceiling with claim batch 1 (for batch 1) or {big} (otherwise).\n\n'
         f"### Physical ceiling: bare asyncpg claim (SKIP LOCKED) + DELETE on a trivial "
         f"table ({ceiling_jobs:,} rows)\n\n{ceiling_table}"
     )

@@ -13,7 +13,15 @@ import pytest
 from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.common.contracts.runs import RetryPolicy
 from gristmill.common.errors import InvalidRequest, NotFound, PayloadTooLarge
-from gristmill.common.queue import CancelOutcome, FailOutcome, NewJob, Queue, QueueLimits
+from gristmill.common.queue import (
+    CancelOutcome,
+    Completion,
+    FailOutcome,
+    NewJob,
+    Queue,
+    QueueLimits,
+)
+from gristmill.common.tokens import create_token
 
 
 def job(**overrides: Any) -> NewJob:
@@ -92,6 +100,73 @@ async def test_complete_exactly_once(queue: Queue, pg_pool: asyncpg.Pool) -> Non
     assert (row["status"], row["result"], row["attempt"]) == ("success", {"answer": 42}, 1)
     assert await pg_pool.fetchval("SELECT count(*) FROM job_queue") == 0
     assert await pg_pool.fetchval("SELECT count(*) FROM job_runtime") == 0
+
+
+async def test_complete_many_ends_a_batch_in_one_statement(
+    queue: Queue, pg_pool: asyncpg.Pool
+) -> None:
+    keyed = [job(concurrency_key="quota", concurrency_limit=5) for _ in range(3)]
+    plain = [job() for _ in range(4)]
+    await queue.enqueue(keyed + plain)
+    claimed = await queue.claim("w", ["python3"], limit=10)
+    assert len(claimed) == 7
+    assert await pg_pool.fetchval("SELECT running FROM concurrency_slots WHERE key = 'quota'") == 3
+    # Keyed ones first, then the plain ones; the last plain one was ended elsewhere
+    # meanwhile (a timeout sweep, say): its lease is lost.
+    claimed.sort(key=lambda j: j.concurrency_key is None)
+    results: list[Any] = [[1, 2], [[3, 4], [5]], {"a": [1]}, None, "text", 7, [{"x": None}]]
+    lost = claimed[-1]
+    await pg_pool.execute("UPDATE job_queue SET worker = 'other' WHERE id = $1", lost.id)
+    await pg_pool.execute("INSERT INTO users (id) VALUES ('tester') ON CONFLICT DO NOTHING")
+    for item in (claimed[0], lost):
+        await create_token(pg_pool, user_id="tester", job_id=item.id)
+    done = [
+        Completion(job, result, duration_ms=10 + i, memory_peak_kb=1000 + i)
+        for i, (job, result) in enumerate(zip(claimed, results, strict=True))
+    ]
+    recorded = await queue.complete_many(done)
+    assert recorded == [True] * 6 + [False]
+    for i, item in enumerate(done[:6]):
+        row = await completed(pg_pool, item.job.id)
+        assert row is not None
+        assert (row["status"], row["exit_reason"], row["result"]) == ("success", "ok", results[i])
+        assert (row["duration_ms"], row["memory_peak_kb"]) == (10 + i, 1000 + i)
+    assert await completed(pg_pool, lost.id) is None
+    # Slots given back once per keyed job; tokens and runtime rows gone with the jobs.
+    assert await pg_pool.fetchval("SELECT running FROM concurrency_slots WHERE key = 'quota'") == 0
+    assert await pg_pool.fetchval("SELECT count(*) FROM job_queue") == 1
+    assert await pg_pool.fetchval("SELECT count(*) FROM job_runtime") == 1
+    assert await pg_pool.fetchval("SELECT array_agg(job_id) FROM tokens") == [lost.id]
+    # Recorded once: a second call records nothing.
+    assert await queue.complete_many(done[:6]) == [False] * 6
+
+
+async def test_claim_hook_commits_with_the_claim(queue: Queue, pg_pool: asyncpg.Pool) -> None:
+    first, second = job(), job()
+    await queue.enqueue([first, second])
+    await pg_pool.execute("INSERT INTO users (id) VALUES ('tester')")
+    seen: list[uuid.UUID] = []
+
+    async def failing_hook(conn: Any, jobs: list[Any]) -> None:
+        seen.extend(j.id for j in jobs)
+        await create_token(conn, user_id="tester", job_id=jobs[0].id)
+        raise RuntimeError("hook failed")
+
+    with pytest.raises(RuntimeError):
+        await queue.claim("w", ["python3"], limit=1, on_claimed=failing_hook)
+    # Rolled back with the hook: the job is claimable again and no token was left.
+    assert await pg_pool.fetchval("SELECT count(*) FROM job_queue WHERE running") == 0
+    assert await pg_pool.fetchval("SELECT count(*) FROM tokens") == 0
+
+    async def token_hook(conn: Any, jobs: list[Any]) -> None:
+        for j in jobs:
+            await create_token(conn, user_id="tester", job_id=j.id)
+
+    claimed = await queue.claim("w", ["python3"], limit=5, on_claimed=token_hook)
+    assert {j.id for j in claimed} == {first.id, second.id}
+    assert seen[0] in {first.id, second.id}
+    tokens = await pg_pool.fetch("SELECT job_id FROM tokens")
+    assert {row["job_id"] for row in tokens} == {first.id, second.id}
 
 
 async def test_retry_with_exponential_backoff(queue: Queue, pg_pool: asyncpg.Pool) -> None:

@@ -53,7 +53,9 @@ __all__ = [
     "PARKED",
     "CancelOutcome",
     "ChildHook",
+    "ClaimHook",
     "ClaimedJob",
+    "Completion",
     "FailOutcome",
     "FinishedJob",
     "NewJob",
@@ -164,6 +166,15 @@ class FinishedJob(msgspec.Struct, frozen=True, kw_only=True):
     error: dict[str, Any] | None = None
 
 
+class Completion(msgspec.Struct, frozen=True):
+    """A job that succeeded, for ``Queue.complete_many``."""
+
+    job: ClaimedJob
+    result: Any = None
+    duration_ms: int | None = None
+    memory_peak_kb: int | None = None
+
+
 #: Called in the transaction that ended a job with a parent: ``(queue, conn, job)``.
 ChildHook = Callable[["Queue", Conn, FinishedJob], Awaitable[None]]
 
@@ -177,6 +188,10 @@ class CancelOutcome(StrEnum):
     CANCELED = "canceled"  # was queued; now completed as canceled
     REQUESTED = "requested"  # running; its worker will stop it
     ALREADY_COMPLETED = "already_completed"
+
+
+#: Called in the claim's transaction with the jobs it claimed: ``(conn, jobs)``.
+ClaimHook = Callable[[Conn, list[ClaimedJob]], Awaitable[None]]
 
 
 def validate_tag(tag: str, *, location: str = "tag") -> str:
@@ -397,8 +412,19 @@ class Queue:
 
     # -- claim / run ----------------------------------------------------------------
 
-    async def claim(self, worker: str, tags: Sequence[str], limit: int = 1) -> list[ClaimedJob]:
-        """Claim up to ``limit`` runnable jobs whose tag is in ``tags``."""
+    async def claim(
+        self,
+        worker: str,
+        tags: Sequence[str],
+        limit: int = 1,
+        *,
+        on_claimed: ClaimHook | None = None,
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` runnable jobs whose tag is in ``tags``.
+
+        ``on_claimed`` runs in the claim's transaction with the jobs claimed (when there
+        are any), so that what it writes (a job's token, say) commits with the claim.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_Q["claim"], list(tags), limit, worker)
             claimed: list[ClaimedJob] = []
@@ -410,6 +436,8 @@ class Queue:
                 if key is not None and not await self._take_slot(conn, row, first=first):
                     continue
                 claimed.append(_claimed(row, worker))
+            if claimed and on_claimed is not None:
+                await on_claimed(conn, claimed)
             return claimed
 
     async def _take_slot(self, conn: Conn, row: asyncpg.Record, *, first: bool) -> bool:
@@ -491,6 +519,59 @@ class Queue:
             duration_ms=duration_ms,
             memory_peak_kb=memory_peak_kb,
         )
+
+    async def complete_many(self, done: Sequence[Completion]) -> list[bool]:
+        """Record many successes with as few commits as possible; per job, whether it
+        was recorded (``False``: its lease was lost).
+
+        Jobs without a parent and without a result to cache end together in one
+        statement and one commit; the others (flow steps, whose parent advances with
+        them; results stored in the cache) each end as ``complete`` would end them.
+        """
+        plain = [
+            item
+            for item in done
+            if (item.job.parent_job is None or self._on_child_finished is None)
+            and result_cache.cache_of(item.job.meta) is None
+        ]
+        ended: set[uuid.UUID] = set()
+        if plain:
+            rows = await self._pool.fetch(
+                _Q["finish_many"],
+                [item.job.id for item in plain],
+                [item.job.worker for item in plain],
+                [item.job.attempt for item in plain],
+                # JSON text: a list result must not read as an array dimension.
+                [
+                    None if item.result is None else _json.encode(item.result).decode()
+                    for item in plain
+                ],
+                [item.duration_ms for item in plain],
+                [item.memory_peak_kb for item in plain],
+            )
+            ended = {row["id"] for row in rows}
+            for item in plain:
+                if item.job.id not in ended:
+                    _log.warning(
+                        "lease lost; completion ignored",
+                        job_id=str(item.job.id),
+                        worker=item.job.worker,
+                    )
+        recorded: list[bool] = []
+        plain_ids = {id(item) for item in plain}
+        for item in done:
+            if id(item) in plain_ids:
+                recorded.append(item.job.id in ended)
+            else:
+                recorded.append(
+                    await self.complete(
+                        item.job,
+                        item.result,
+                        duration_ms=item.duration_ms,
+                        memory_peak_kb=item.memory_peak_kb,
+                    )
+                )
+        return recorded
 
     async def complete_canceled(
         self, job: ClaimedJob, error: JobError, *, duration_ms: int | None = None

@@ -12,7 +12,14 @@ import msgspec
 
 from gristmill.common.db.pool import Conn
 
-__all__ = ["TokenInfo", "create_token", "ensure_bootstrap", "hash_token", "lookup_token"]
+__all__ = [
+    "TokenInfo",
+    "create_job_token",
+    "create_token",
+    "ensure_bootstrap",
+    "hash_token",
+    "lookup_token",
+]
 
 _PREFIX_LEN = 8
 
@@ -57,6 +64,36 @@ async def create_token(
         expires_at,
     )
     return clear
+
+
+async def create_job_token(
+    conn: Conn | asyncpg.Pool,
+    *,
+    user_id: str,
+    workspace: str,
+    job_id: uuid.UUID,
+    expires_at: datetime,
+) -> str | None:
+    """A token for a running job, acting as ``user_id``; ``None`` if that user does not
+    exist. Never raises for a missing user, so it can run inside a caller's
+    transaction (the worker's claim) without aborting it."""
+    clear = secrets.token_urlsafe(24)
+    made = await conn.fetchval(
+        """
+        INSERT INTO tokens (token_hash, prefix, user_id, label, workspace_id, job_id, expires_at)
+        SELECT $1, $2, $3, $4, $5, $6, $7
+        WHERE EXISTS (SELECT 1 FROM users WHERE id = $3)
+        RETURNING true
+        """,
+        hash_token(clear),
+        clear[:_PREFIX_LEN],
+        user_id,
+        f"job {job_id}",
+        workspace,
+        job_id,
+        expires_at,
+    )
+    return clear if made else None
 
 
 async def lookup_token(conn: Conn | asyncpg.Pool, token: str) -> TokenInfo | None:

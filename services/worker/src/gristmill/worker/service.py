@@ -26,12 +26,14 @@ import structlog
 from gristmill.common.contracts.jobs import ExitReason, JobError
 from gristmill.common.contracts.sandbox import META_KEY as SANDBOX_META_KEY
 from gristmill.common.contracts.sandbox import decode_sandbox_request
+from gristmill.common.db.pool import Conn
 from gristmill.common.db.queries import load_queries
 from gristmill.common.errors import InvalidRequest, NotFound
 from gristmill.common.flows import same_worker
-from gristmill.common.queue import ClaimedJob, Queue, worker_tag
+from gristmill.common.queue import ClaimedJob, Completion, Queue, worker_tag
 from gristmill.common.scripts import runnable_by_path
 from gristmill.common.wakeup import Wakeup
+from gristmill.worker.completions import CompletionBatcher
 from gristmill.worker.dedicated import DedicatedSettings, WarmPool
 from gristmill.worker.dependencies import Prepared, PythonDependencies, write_modules
 from gristmill.worker.execution import (
@@ -41,6 +43,7 @@ from gristmill.worker.execution import (
     execute,
 )
 from gristmill.worker.flow_steps import is_flow_job, run_flow_job
+from gristmill.worker.job_context import JobContext
 from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -95,7 +98,7 @@ class Worker:
         settings: WorkerSettings,
         *,
         worker_id: str | None = None,
-        job_env: Callable[[ClaimedJob], Awaitable[dict[str, str]]] | None = None,
+        job_env: JobContext | Callable[[ClaimedJob], Awaitable[dict[str, str]]] | None = None,
         dependencies: PythonDependencies | None = None,
     ) -> None:
         self._pool = pool
@@ -108,6 +111,7 @@ class Worker:
         #: The folders of same_worker flows whose steps run here (see _sweep_shared).
         self._shared_root = settings.jobs_dir / "flow-shared"
         self._running: dict[uuid.UUID, _Running] = {}
+        self._completions = CompletionBatcher(queue)
         self._job_env = job_env
         # Beside the jobs' directories: <data dir>/cache/python in a deployment.
         self._dependencies = dependencies or PythonDependencies(
@@ -149,7 +153,9 @@ class Worker:
         backoff = 0.05
         while not stop.is_set():
             try:
-                jobs = await self._queue.claim(self.id, self._tags, 1)
+                jobs = await self._queue.claim(
+                    self.id, self._tags, 1, on_claimed=self._prepare_claimed
+                )
                 backoff = 0.05
             except _DB_ERRORS as exc:
                 _log.warning("claim failed; retrying", error=str(exc), backoff_s=backoff)
@@ -176,6 +182,11 @@ class Worker:
                     await job_task
             else:
                 job_task.result()
+
+    async def _prepare_claimed(self, conn: Conn, jobs: list[ClaimedJob]) -> None:
+        """In the claim's transaction: the tokens of the claimed jobs that run code."""
+        if isinstance(self._job_env, JobContext):
+            await self._job_env.prepare(conn, [job for job in jobs if not is_flow_job(job)])
 
     async def _register(self) -> None:
         await self._pool.execute(
@@ -284,14 +295,13 @@ class Worker:
                         )
                     )
             elif outcome.success:
-                await _retrying(
-                    lambda: self._queue.complete(
-                        job,
-                        outcome.result,
-                        duration_ms=outcome.duration_ms,
-                        memory_peak_kb=_kb(outcome.memory_peak_bytes),
-                    )
+                done = Completion(
+                    job,
+                    outcome.result,
+                    duration_ms=outcome.duration_ms,
+                    memory_peak_kb=_kb(outcome.memory_peak_bytes),
                 )
+                await _retrying(lambda: self._completions.record(done))
             else:
                 error = outcome.error or JobError(name="Error", message="job failed")
                 retryable = prepared.error is None or prepared.retryable
@@ -320,6 +330,8 @@ class Worker:
                 await self._queue.fail(job, error, retryable=False)
         finally:
             self._running.pop(job.id, None)
+            if isinstance(self._job_env, JobContext):
+                self._job_env.discard(job.id)
             shutil.rmtree(workdir, ignore_errors=True)
             if owner is not None:
                 with contextlib.suppress(*_DB_ERRORS):

@@ -157,6 +157,43 @@ FROM done
 ON CONFLICT (id) DO NOTHING
 RETURNING id, completed_at;
 
+-- name: finish_many
+-- ``finish`` (success) for many jobs in one statement: $1 ids, $2 workers, $3
+-- attempts, $4 results as JSON text, $5 durations (NULL: measured here), $6 memory peaks. Answers
+-- the ids it ended; a job whose lease was lost is left out.
+WITH input AS (
+    SELECT *
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[])
+        AS x(id, worker, attempt, result, duration_ms, memory_peak_kb)
+), done AS (
+    DELETE FROM job_queue q
+    USING input i
+    WHERE q.id = i.id AND q.running AND q.worker = i.worker AND q.attempt = i.attempt
+    RETURNING q.id, q.workspace_id, q.started_at, q.attempt, q.worker, q.concurrency_key,
+              q.canceled_by
+), slot AS (
+    UPDATE concurrency_slots s SET running = s.running - k.n
+    FROM (
+        SELECT concurrency_key, count(*)::int AS n
+        FROM done WHERE concurrency_key IS NOT NULL
+        GROUP BY concurrency_key
+    ) AS k
+    WHERE s.key = k.concurrency_key
+), job_tokens AS (
+    DELETE FROM tokens t USING done WHERE t.job_id = done.id
+)
+INSERT INTO jobs_completed (
+    id, workspace_id, status, result, error, exit_reason, started_at, completed_at,
+    duration_ms, attempt, worker, canceled_by, memory_peak_kb
+)
+SELECT
+    d.id, d.workspace_id, 'success', i.result::jsonb, NULL, 'ok', d.started_at, now(),
+    COALESCE(i.duration_ms, (extract(epoch FROM now() - d.started_at) * 1000)::int),
+    d.attempt, d.worker, d.canceled_by, i.memory_peak_kb
+FROM done d JOIN input i ON i.id = d.id
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
 -- name: finish_child
 -- ``finish`` for a job that has a parent (a flow step): also answers what the
 -- child-finished hook needs, in the same statement.
