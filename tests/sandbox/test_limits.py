@@ -79,7 +79,8 @@ async def test_the_pids_cgroup_caps_processes_too(data_dir: DataDir) -> None:
     sandbox = detect(policy(cgroups=("memory", "pids")))
     if sandbox.cgroups is None or sandbox.cgroups.pids is None:
         pytest.skip(f"no writable pids cgroup here: {sandbox.notes}")
-    assert "cgroups=memory+pids" in sandbox.describe()
+    memory, pids = sandbox.cgroups.version("memory"), sandbox.cgroups.version("pids")
+    assert f"cgroups=memory(v{memory})+pids(v{pids})" in sandbox.describe()
     settings = with_limits(sandbox)
     code = """
         import threading, time

@@ -112,8 +112,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_max_file_mb: int = 1024
     #: Size of a job's private ``/tmp`` (and ``/dev/shm``), held in memory.
     job_tmp_mb: int = 512
-    #: cgroup v1 controllers giving each job a group where writable: ``memory`` (limit,
-    #: peak, OOM detection) and/or ``pids``, comma-separated; empty: none.
+    #: cgroup controllers limiting each job where this worker may create groups (through
+    #: v1 or v2, whichever holds each): ``memory`` (limit, peak, OOM detection) and/or
+    #: ``pids``, comma-separated; empty: none.
     job_cgroups: str = "memory"
     #: Jobs of a root worker each run as their own host uid, from this base up to a
     #: million above it (0: jobs run as the worker's uid).

@@ -17,8 +17,9 @@ worker refuses to start without one unless the operator opts out explicitly
 * **System calls** (``seccomp.py``): the kernel-administration and cross-process
   ones fail with ``EPERM``; creating namespaces is refused.
 * **Limits** (``limits.py``): rlimits (address space, CPU, processes, files, file
-  size, no core dumps) and, where cgroup v1 is writable, memory and pids groups per
-  job, which also report the memory peak and OOM kills (``ResourceUsage``).
+  size, no core dumps) and, where this process may create cgroups, memory and pids
+  limits per job through cgroup v1 or v2 (whichever holds each controller), which
+  also report the memory peak and OOM kills (``ResourceUsage``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a job may use, and how it is held to it: rlimits and cgroup v1 groups.
+"""What a job may use, and how it is held to it: rlimits and cgroups (v1 or v2).
 
 * **rlimits** are set by ``prlimit`` (util-linux) *inside* the job's user namespace,
   right before the job's program starts: address space, CPU seconds, open files,
@@ -8,31 +8,29 @@
   the namespace exists, it would count every process of that host uid, the worker's
   included.) A job cannot raise a hard limit again: that needs ``CAP_SYS_RESOURCE``
   in the initial user namespace.
-* **cgroups** (v1 ``memory`` and, if asked, ``pids`` hierarchies, when this process
-  may create groups under its own): one group per job, entered by the job's first
-  process (a shell that then becomes bubblewrap) before anything of the job runs, so
-  everything the job runs is inside. The memory group caps resident memory, page
-  cache and ``/tmp`` (tmpfs pages are charged to it), and tells afterwards the peak
-  and whether the kernel's OOM killer fired; the pids group caps processes and
-  threads together. The groups are removed once the job is reaped. Entering a v1
-  group waits for an RCU grace period when it is not done often (~9 ms per group on
-  a 2-core VM): the main cost of the sandbox, paid by the job's start.
-
-cgroup v2 (the unified hierarchy) is not used yet: there, a delegated subtree and the
-"no processes in inner groups" rule would have to be arranged first.
+* **cgroups**, per controller (``memory`` and, if asked, ``pids``): each is limited
+  through the hierarchy that holds it on this host, its cgroup v1 hierarchy
+  (``cgroup_v1.py``) or the v2 unified one (``cgroup_v2.py``): a hybrid host may
+  have one in each. Where this process may create groups under its own, each job gets
+  one group per v1 controller and one v2 group for all the v2 ones, entered by the
+  job's first process (a shell that then becomes bubblewrap) writing ``0`` to their
+  ``cgroup.procs`` before anything of the job runs, so everything the job runs is
+  inside. The memory group caps resident memory, page cache and ``/tmp`` (tmpfs pages
+  are charged to it) and tells afterwards the peak and whether the kernel's OOM
+  killer fired; the pids group caps processes and threads together. The groups are
+  removed once the job is reaped. Entering a group waits for an RCU grace period
+  when it is not done often (~9 ms per group on a 2-core VM): the main cost of the
+  sandbox, paid by the job's start.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import os
 import resource
-import signal
-import time
 from collections.abc import Sequence
 
 import msgspec
+
+from gristmill.worker.sandbox import cgroup_v1, cgroup_v2
 
 __all__ = [
     "CgroupRoots",
@@ -44,10 +42,6 @@ __all__ = [
 ]
 
 _MIB = 1024 * 1024
-#: The per-process parent group: ``<own group>/gristmill.<pid>/<job>``.
-_PARENT_PREFIX = "gristmill."
-#: Parent groups this process made (removed at exit).
-_made: set[str] = set()
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,18 +124,30 @@ def _cpu(seconds: int | None) -> tuple[int | None, int | None]:
     return (None, None) if seconds is None else (seconds, seconds + 1)
 
 
-# -- cgroup v1 ------------------------------------------------------------------------
+# -- cgroups --------------------------------------------------------------------------
 
 
 class CgroupRoots(msgspec.Struct, frozen=True, kw_only=True):
-    """Where this worker process creates its jobs' groups (cgroup v1 directories)."""
+    """Where this worker process creates its jobs' groups."""
 
+    #: The parent of the jobs' groups for each controller: a directory of the
+    #: controller's v1 hierarchy, or ``unified`` when cgroup v2 holds the controller.
     memory: str | None = None
     pids: str | None = None
+    #: The parent of the jobs' v2 groups (one per job, for all the controllers v2
+    #: holds); set when v2 holds one of those asked for.
+    unified: str | None = None
 
     @property
     def controllers(self) -> tuple[str, ...]:
         return tuple(name for name in ("memory", "pids") if getattr(self, name) is not None)
+
+    def version(self, controller: str) -> int | None:
+        """The cgroup version limiting ``controller`` (1 or 2); ``None``: neither."""
+        parent = getattr(self, controller, None)
+        if parent is None:
+            return None
+        return 2 if parent == self.unified else 1
 
 
 def find_cgroup_roots(
@@ -149,224 +155,108 @@ def find_cgroup_roots(
 ) -> tuple[CgroupRoots | None, str]:
     """This process's job-group parents for ``controllers``, and why one is missing.
 
-    A controller is usable when its v1 hierarchy is mounted and this process may
-    create a group under its own one (it makes ``gristmill.<pid>`` there, removed at
-    exit; groups left by dead workers are swept first).
+    A controller is limited through cgroup v1 where a v1 hierarchy of it is mounted,
+    else through v2 where the unified hierarchy holds it, when this process may create
+    groups under its own there (``gristmill.<pid>``, removed at exit; groups left by
+    dead workers are swept first; for v2 see ``cgroup_v2.job_parent``).
     """
-    mounts = _v1_mounts()
-    own = _own_groups()
+    v1 = cgroup_v1.hierarchies()
+    unified = cgroup_v2.hierarchy()
+    in_v2 = cgroup_v2.held(unified) if unified is not None else []
     found: dict[str, str] = {}
     missing: list[str] = []
+    through_v2: list[str] = []
     for controller in controllers:
-        mount = mounts.get(controller)
-        if mount is None:
-            missing.append(f"{controller}: no cgroup v1 hierarchy mounted")
-            continue
-        mount_root, mount_point = mount
-        group = own.get(controller)
-        if group is None or not (group + "/").startswith(mount_root.rstrip("/") + "/"):
-            missing.append(f"{controller}: this process's group is not under the mount")
-            continue
-        base = os.path.join(mount_point, group[len(mount_root.rstrip("/")) :].lstrip("/"))
-        _sweep_dead_workers(base)
-        parent = os.path.join(base, f"{_PARENT_PREFIX}{os.getpid()}")
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            missing.append(f"{controller}: cannot create groups under {base} ({exc.strerror})")
-            continue
-        if parent not in _made:
-            _made.add(parent)
-            atexit.register(_remove_tree, parent)
-        found[controller] = parent
-    roots = CgroupRoots(**found) if found else None
+        if controller in v1:
+            parent, why = cgroup_v1.job_parent(controller, v1[controller])
+            if parent is None:
+                missing.append(f"{controller}: {why}")
+            else:
+                found[controller] = parent
+        elif controller in in_v2:
+            through_v2.append(controller)
+        elif unified is None:
+            missing.append(f"{controller}: no cgroup v1 hierarchy of it, no cgroup v2 mounted")
+        else:
+            missing.append(
+                f"{controller}: no cgroup v1 hierarchy of it mounted, and the cgroup v2 one "
+                f"at {unified.point} does not hold it"
+            )
+    parent = None
+    if through_v2:
+        parent, why = cgroup_v2.job_parent(through_v2)
+        if parent is None:
+            missing.append(f"{'+'.join(through_v2)} (cgroup v2): {why}")
+        else:
+            found.update(dict.fromkeys(through_v2, parent))
+    roots = CgroupRoots(**found, unified=parent) if found else None
     return roots, "; ".join(missing)
-
-
-def _v1_mounts() -> dict[str, tuple[str, str]]:
-    """controller -> (root inside the hierarchy, mount point), from mountinfo."""
-    mounts: dict[str, tuple[str, str]] = {}
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return mounts
-    for line in lines:
-        head, _, tail = line.partition(" - ")
-        fields, tail_fields = head.split(), tail.split()
-        if len(fields) < 5 or len(tail_fields) < 3 or tail_fields[0] != "cgroup":
-            continue
-        for option in tail_fields[2].split(","):
-            if option in ("memory", "pids"):
-                mounts.setdefault(option, (_unescape(fields[3]), _unescape(fields[4])))
-    return mounts
-
-
-def _own_groups() -> dict[str, str]:
-    groups: dict[str, str] = {}
-    try:
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return groups
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) == 3:
-            for controller in parts[1].split(","):
-                groups[controller] = parts[2]
-    return groups
-
-
-def _unescape(path: str) -> str:
-    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-
-
-def _sweep_dead_workers(base: str) -> None:
-    """Remove the groups of worker processes that are gone, killing what is left in
-    them (a job whose worker died while bubblewrap was still setting it up)."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(base):
-            pid = name[len(_PARENT_PREFIX) :]
-            if (
-                name.startswith(_PARENT_PREFIX)
-                and pid.isdigit()
-                and not os.path.exists(f"/proc/{pid}")
-            ):
-                parent = os.path.join(base, name)
-                with contextlib.suppress(OSError):
-                    for entry in os.scandir(parent):
-                        if entry.is_dir(follow_symlinks=False):
-                            _empty(entry.path)
-                _remove_tree(parent)
-
-
-def _empty(group: str, *, wait_s: float = 2.0) -> None:
-    """SIGKILL the members of ``group`` and wait (briefly) until they are gone."""
-    deadline = time.monotonic() + wait_s
-    while members := _read_pids(group):
-        for member in members:
-            _kill_if_member(member, group)
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
-
-
-def _remove_tree(path: str) -> None:
-    """rmdir ``path`` and the empty groups under it (best effort)."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(path):
-            if entry.is_dir(follow_symlinks=False):
-                _remove_tree(entry.path)
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
 
 
 class JobCgroup:
     """One job's groups: created with its limits, entered by its first process."""
 
     def __init__(self, roots: CgroupRoots, name: str, limits: Limits) -> None:
-        self.paths: dict[str, str] = {}
+        self._groups: list[cgroup_v1.Group | cgroup_v2.Group] = []
+        memory_bytes = _bytes(limits.memory_mb)
         try:
-            if roots.memory is not None and limits.memory_mb is not None:
-                path = self._create("memory", roots.memory, name)
-                limit = str(limits.memory_mb * _MIB)
-                _write(path, "memory.limit_in_bytes", limit)
-                with contextlib.suppress(OSError):  # swap accounting is optional
-                    _write(path, "memory.memsw.limit_in_bytes", limit)
-            if roots.pids is not None and limits.processes is not None:
-                path = self._create("pids", roots.pids, name)
-                _write(path, "pids.max", str(limits.processes))
+            if roots.unified is not None:
+                in_v2 = [c for c in roots.controllers if roots.version(c) == 2]
+                self._groups.append(
+                    cgroup_v2.Group.create(
+                        roots.unified,
+                        name,
+                        in_v2,
+                        memory_bytes=memory_bytes,
+                        processes=limits.processes,
+                    )
+                )
+            if roots.version("memory") == 1 and memory_bytes is not None:
+                assert roots.memory is not None
+                self._groups.append(
+                    cgroup_v1.Group.create("memory", roots.memory, name, memory_bytes=memory_bytes)
+                )
+            if roots.version("pids") == 1 and limits.processes is not None:
+                assert roots.pids is not None
+                self._groups.append(
+                    cgroup_v1.Group.create("pids", roots.pids, name, processes=limits.processes)
+                )
         except BaseException:
             self.remove()
             raise
 
-    def _create(self, controller: str, parent: str, name: str) -> str:
-        path = os.path.join(parent, name)
-        os.mkdir(path)
-        self.paths[controller] = path
-        return path
+    @property
+    def paths(self) -> dict[str, str]:
+        """The groups not removed yet: v1 ones by controller, the v2 one as ``unified``."""
+        return {
+            group.controller if isinstance(group, cgroup_v1.Group) else "unified": group.path
+            for group in self._groups
+        }
 
     @property
     def procs_files(self) -> list[str]:
         """The files the job's first process writes ``0`` to, to enter its groups."""
-        return [os.path.join(path, "cgroup.procs") for path in self.paths.values()]
+        return [group.procs_file for group in self._groups]
 
     def usage(self) -> tuple[int | None, int, int]:
         """(peak memory bytes, OOM kills, failed forks); read before ``remove``."""
-        peak: int | None = None
-        oom_kills = fork_failures = 0
-        memory = self.paths.get("memory")
-        if memory is not None:
-            peak = _read_int(memory, "memory.max_usage_in_bytes")
-            oom_kills = _read_key(memory, "memory.oom_control", "oom_kill")
-        pids = self.paths.get("pids")
-        if pids is not None:
-            fork_failures = _read_key(pids, "pids.events", "max")
-        return peak, oom_kills, fork_failures
+        memory = self._holding("memory")
+        pids = self._holding("pids")
+        return (
+            None if memory is None else memory.memory_peak(),
+            0 if memory is None else memory.oom_kills(),
+            0 if pids is None else pids.fork_failures(),
+        )
+
+    def _holding(self, controller: str) -> cgroup_v1.Group | cgroup_v2.Group | None:
+        return next((group for group in self._groups if controller in group.controllers), None)
 
     def kill_all(self) -> None:
         """SIGKILL whatever is still in the groups (the job's leftovers, if any)."""
-        for path in self.paths.values():
-            for pid in _read_pids(path):
-                _kill_if_member(pid, path)
+        for group in self._groups:
+            group.kill_all()
 
     def remove(self) -> bool:
         """Remove the groups; False while some still hold processes."""
-        for controller, path in list(self.paths.items()):
-            try:
-                os.rmdir(path)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                continue
-            del self.paths[controller]
-        return not self.paths
-
-
-def _write(path: str, name: str, value: str) -> None:
-    with open(os.path.join(path, name), "w", encoding="ascii") as f:
-        f.write(value)
-
-
-def _read_int(path: str, name: str) -> int | None:
-    try:
-        with open(os.path.join(path, name), encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_key(path: str, name: str, key: str) -> int:
-    try:
-        with open(os.path.join(path, name), encoding="ascii") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[0] == key:
-                    return int(parts[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _read_pids(path: str) -> list[int]:
-    try:
-        with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
-            return [int(line) for line in f if line.strip()]
-    except (OSError, ValueError):
-        return []
-
-
-def _kill_if_member(pid: int, group: str) -> None:
-    """SIGKILL ``pid`` through a pidfd, if the group still lists it once the pidfd is
-    open (so a recycled pid outside the group is never signalled)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        if pid in _read_pids(group):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(pidfd)
+        self._groups = [group for group in self._groups if not group.remove()]
+        return not self._groups

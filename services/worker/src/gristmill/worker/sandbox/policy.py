@@ -40,11 +40,12 @@ class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True):
     job_uid_base: int | None = 2_000_000_000
     #: Install the seccomp filter (``sandbox.seccomp``) where it exists (x86_64).
     seccomp: bool = True
-    #: cgroup v1 controllers to give each job a group of, where this process may
-    #: create them: ``memory`` (the memory limit, its peak, OOM kills) and ``pids``.
-    #: ``pids`` is off by default: ``RLIMIT_NPROC`` in the job's user namespace already
-    #: caps its processes and threads, and each group costs the job's start a move
-    #: between cgroups, which in v1 waits for an RCU grace period (~9 ms here).
+    #: cgroup controllers to limit each job with, through v1 or v2 (whichever holds
+    #: each on this host), where this process may create groups: ``memory`` (the
+    #: memory limit, its peak, OOM kills) and ``pids``. ``pids`` is off by default:
+    #: ``RLIMIT_NPROC`` in the job's user namespace already caps its processes and
+    #: threads, and each group costs the job's start a move between cgroups, which
+    #: waits for an RCU grace period (~9 ms here).
     cgroups: tuple[str, ...] = ("memory",)
     #: Where the job's directory appears: its working directory and ``HOME``.
     workdir: str = "/job"
@@ -102,10 +103,23 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
             f"bwrap {self.version}",
             f"network={self.policy.network}",
             f"seccomp={'on' if self.seccomp else 'off'}",
-            "cgroups=" + ("+".join(self.cgroups.controllers) if self.cgroups else "none"),
+            f"cgroups={self._cgroups()}",
             f"uid={'per-job' if self.job_uids else 'worker'}",
         ]
         return "; ".join(parts)
+
+    def _cgroups(self) -> str:
+        """Each controller asked for and where its limit comes from: ``memory(v1)``,
+        ``pids(v2)``, ``pids(missing)`` (the reason is in ``notes``)."""
+        found = self.cgroups.controllers if self.cgroups is not None else ()
+        wanted = dict.fromkeys([*self.policy.cgroups, *found])
+        if not wanted:
+            return "none"
+        sources = []
+        for controller in wanted:
+            version = self.cgroups.version(controller) if self.cgroups is not None else None
+            sources.append(f"{controller}({'missing' if version is None else f'v{version}'})")
+        return "+".join(sources)
 
 
 def describe(sandbox: Sandbox | None) -> str:
