@@ -33,12 +33,13 @@ from litestar.exceptions import LitestarDeprecationWarning
 from gristmill.common.bus.inprocess import InProcessBus
 from gristmill.common.contracts.jobs import JobError
 from gristmill.common.contracts.topics import Topic
-from gristmill.common.queue import ClaimedJob, NewJob, Queue
+from gristmill.common.queue import ClaimedJob, Completion, NewJob, Queue
 from gristmill.common.tokens import create_token, ensure_bootstrap
 from gristmill.dispatcher.service import Dispatcher
 from gristmill.gateway.app import create_app
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.routes import jobs as jobs_routes
+from gristmill.gateway.routes import run as run_routes
 from gristmill.gateway.routes import system as system_routes
 from gristmill.gateway.routes import users as users_routes
 from tests.harness.services import GristmillProcess, free_port, wait_http
@@ -91,6 +92,7 @@ class Api:
     pool: asyncpg.Pool
     token: str
     base_url: str
+    context: GatewayContext
 
     async def enqueue(self, **overrides: Any) -> NewJob:
         job = new_job(**overrides)
@@ -176,7 +178,8 @@ async def api(pg_pool: asyncpg.Pool) -> AsyncIterator[Api]:
     consumer = asyncio.create_task(
         bus.consume(Topic.RUN_REQUESTS, "dispatcher", dispatcher.handle, stop=stop)
     )
-    app = quiet_app(GatewayContext(pool=pg_pool, queue=queue, bus=bus))
+    context = GatewayContext(pool=pg_pool, queue=queue, bus=bus)
+    app = quiet_app(context)
     try:
         async with (
             serve(app) as base_url,
@@ -184,7 +187,14 @@ async def api(pg_pool: asyncpg.Pool) -> AsyncIterator[Api]:
                 base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
             ) as client,
         ):
-            yield Api(client=client, queue=queue, pool=pg_pool, token=token, base_url=base_url)
+            yield Api(
+                client=client,
+                queue=queue,
+                pool=pg_pool,
+                token=token,
+                base_url=base_url,
+                context=context,
+            )
     finally:
         stop.set()
         await consumer
@@ -580,7 +590,10 @@ async def test_sse_stops_polling_when_the_client_goes_away(
     assert polls, "the streams polled"
 
     async def pool_idle() -> bool:
-        return api.pool.get_size() == api.pool.get_idle_size()
+        # The app's job-done listener holds one connection while it listens.
+        done = api.context.done
+        held = 1 if done is not None and done.listening.is_set() else 0
+        return api.pool.get_size() - api.pool.get_idle_size() == held
 
     deadline = time.monotonic() + 5
     while not await pool_idle():
@@ -591,6 +604,65 @@ async def test_sse_stops_polling_when_the_client_goes_away(
     await asyncio.sleep(1.5)
     assert len(polls) == polls_then
     assert (await api.client.get("/api/version")).status_code == 200
+
+
+# -- run and wait: woken by the job's end ------------------------------------------------------
+
+
+async def test_run_wait_result_is_woken_by_the_end_of_its_job(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pauses between looks far longer than this test may take: only the announcement
+    # of the job's end can wake the waiter in time.
+    monkeypatch.setattr(run_routes, "_POLL_FIRST_S", 120.0)
+    monkeypatch.setattr(run_routes, "_POLL_MAX_S", 120.0)
+    tag = f"t-{secrets.token_hex(4)}"
+    body = {"content": "def main():\n    return 1\n", "language": "python3", "tag": tag}
+    waiting = asyncio.create_task(
+        api.client.post("/api/w/main/jobs/run_wait_result/preview", json=body, timeout=60)
+    )
+    claimed: list[ClaimedJob] = []
+    deadline = time.monotonic() + 10
+    while not claimed:
+        assert time.monotonic() < deadline, "the job never arrived"
+        await asyncio.sleep(0.02)
+        claimed = await api.queue.claim(WORKER, [tag])
+    assert claimed[0].meta.get("notify_done") is True
+    await asyncio.sleep(0.2)  # the waiter looked once and now pauses
+    assert not waiting.done()
+    assert await api.queue.complete(claimed[0], {"answer": 42})
+    response = await asyncio.wait_for(waiting, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"answer": 42}
+
+
+async def test_only_waited_jobs_announce_their_end(api: Api, database_url: str) -> None:
+    heard: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener("gristmill_done", lambda *args: heard.append(args[-1]))
+        tag = f"t-{secrets.token_hex(4)}"
+        waited = [new_job(tag=tag, meta={"notify_done": True}) for _ in range(4)]
+        plain = [new_job(tag=tag) for _ in range(3)]
+        await api.queue.enqueue([*waited, *plain])
+        # Ended by each way of storing an outcome: one success, a batch of successes,
+        # a failure, a cancel of a job still queued.
+        queued = waited[3]
+        claimed = {job.id: job for job in await api.queue.claim(WORKER, [tag], limit=10)}
+        assert len(claimed) == 7
+        await api.queue.release(claimed.pop(queued.id), note="put back for the cancel")
+        first, second, third = (claimed.pop(job.id) for job in waited[:3])
+        assert await api.queue.complete(first, 1)
+        await api.queue.complete_many([Completion(second), *map(Completion, claimed.values())])
+        await api.queue.fail(third, JobError(name="E", message="failed"), retryable=False)
+        await api.queue.cancel(queued.id, by="admin")
+        deadline = time.monotonic() + 5
+        while len(heard) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # and nothing more comes
+    finally:
+        await listener.close()
+    assert sorted(heard) == sorted(str(job.id) for job in waited)
 
 
 # -- cancel ------------------------------------------------------------------------------------

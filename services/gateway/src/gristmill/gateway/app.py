@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from litestar import Litestar
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from gristmill.common.job_done import DoneListener
 from gristmill.gateway.auth import PUBLIC_PATHS, TokenAuthMiddleware
 from gristmill.gateway.context import GatewayContext
 from gristmill.gateway.errors import exception_handlers
@@ -37,7 +41,21 @@ __all__ = ["GatewayContext", "create_app"]
 
 def create_app(context: GatewayContext) -> Litestar:
     """The app; ``context`` (pool, bus, ...) is owned by the caller."""
+
+    @contextlib.asynccontextmanager
+    async def job_done_listener(_app: Litestar) -> AsyncIterator[None]:
+        # One listening connection for the app's run-and-wait callers (``job_done``).
+        listener = DoneListener(context.pool)
+        await listener.start()
+        context.done = listener
+        try:
+            yield
+        finally:
+            context.done = None
+            await listener.close()
+
     app = Litestar(
+        lifespan=[job_done_listener],
         route_handlers=[
             *system.ROUTES,
             *run.ROUTES,

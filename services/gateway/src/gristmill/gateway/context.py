@@ -6,6 +6,7 @@ import asyncpg
 import msgspec
 
 from gristmill.common.bus.base import Bus
+from gristmill.common.job_done import DoneListener
 from gristmill.common.keystore import KeyStore
 from gristmill.common.queue import Queue, QueueLimits
 from gristmill.common.secrets import MasterKeyring
@@ -31,6 +32,9 @@ class GatewayContext(msgspec.Struct, kw_only=True):
     keyring: MasterKeyring | None = None
     #: The cache of workspaces' unwrapped data keys; built from ``keyring`` if not given.
     keystore: KeyStore | None = None
+    #: Wakes run-and-wait callers when their job ended; the app starts one for its
+    #: lifetime (``create_app``). ``None``: waiting polls only.
+    done: DoneListener | None = None
 
     def __post_init__(self) -> None:
         if self.keystore is None and self.keyring is not None:

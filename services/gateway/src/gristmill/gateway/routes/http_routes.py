@@ -35,7 +35,7 @@ import msgspec
 from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import State
 
-from gristmill.common import http_triggers, scripts
+from gristmill.common import http_triggers, job_done, scripts
 from gristmill.common.argschema import validate_args
 from gristmill.common.contracts.runs import (
     FlowPath,
@@ -175,7 +175,7 @@ async def _wait(
     async def probe() -> tuple[str, Any, Any] | None:
         return await _outcome(context, workspace, job_id, flow=flow)
 
-    return await poll(probe, WAIT_RESULT_TIMEOUT_S)
+    return await poll(probe, WAIT_RESULT_TIMEOUT_S, context=context, job_id=job_id)
 
 
 def _answer(result: Any, job_id: uuid.UUID) -> Response[bytes]:
@@ -254,6 +254,8 @@ async def serve_route(route: str, request: Request[Any, Any, Any], state: State)
         trigger=Trigger(kind=TriggerKind.HTTP, source=trigger.path),
         args=args,
         requested_at=datetime.now(UTC),
+        # A synchronous route waits: the job announces its end (``job_done``).
+        meta={} if trigger.is_async else {job_done.META_KEY: True},
     )
     await submit(context, run)
     if trigger.is_async:

@@ -11,7 +11,8 @@ job's error ``{"error": {"name", "message", "stack", ...}}`` with 422 when it fa
 (Windmill's status). If the job has not finished after ``wait_timeout_s`` (at most
 :data:`WAIT_RESULT_TIMEOUT_S`), the answer is a 504 whose body names the job, which
 keeps running. Every run-and-wait answer carries the job id in ``X-Gristmill-Job-Id``.
-Waiting polls the job's completion, every 2 ms at first, backing off gently to 50 ms.
+Waiting polls the job's completion, every 2 ms at first, backing off gently to 50 ms,
+and looks at once when the job's end is announced (``gristmill.common.job_done``).
 
 Webhook extras (every run endpoint of a saved script or flow): ``?raw=true`` also
 passes the request body, unparsed and in any content type, as the ``raw_string``
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -38,7 +40,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import Parameter
 
-from gristmill.common import scripts
+from gristmill.common import job_done, scripts
 from gristmill.common.contracts.runs import (
     RawCode,
     Runnable,
@@ -162,6 +164,8 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     parent_job: uuid.UUID | None = None
     tag: str | None = None
     idempotency_key: str | None = None
+    #: The caller waits for the outcome: the job announces its end (``job_done``).
+    waited: bool = False
 
     def job_id_for(self, workspace: str) -> uuid.UUID:
         if self.job_id is not None:
@@ -224,6 +228,7 @@ def run_request(
         scheduled_for=options.when(),
         parent_job=options.parent_job,
         requested_at=datetime.now(UTC),
+        meta={job_done.META_KEY: True} if options.waited else {},
     )
 
 
@@ -256,20 +261,47 @@ async def _submit_script(
 # -- the outcome of a run-and-wait -----------------------------------------------------------
 
 
-async def poll(probe: Callable[[], Awaitable[_T | None]], limit_s: float) -> _T | None:
+async def poll(
+    probe: Callable[[], Awaitable[_T | None]],
+    limit_s: float,
+    *,
+    context: GatewayContext | None = None,
+    job_id: uuid.UUID | None = None,
+) -> _T | None:
     """``probe()`` until it answers, with a growing pause (2 ms first, 50 ms at most);
-    ``None`` if it did not within ``limit_s``."""
+    ``None`` if it did not within ``limit_s``.
+
+    With ``context`` and ``job_id`` (a job run with ``RunOptions.waited``), a pause
+    also ends as soon as the job's end is announced (``job_done``).
+    """
+    listener = None if context is None or job_id is None else context.done
+    if listener is None or job_id is None:
+        return await _poll(probe, limit_s, None)
+    with listener.watch(job_id) as ended:
+        return await _poll(probe, limit_s, ended)
+
+
+async def _poll(
+    probe: Callable[[], Awaitable[_T | None]], limit_s: float, ended: asyncio.Event | None
+) -> _T | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
     delay = _POLL_FIRST_S
     while True:
+        if ended is not None:
+            ended.clear()
         found = await probe()
         if found is not None:
             return found
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None
-        await asyncio.sleep(min(delay, remaining))
+        pause = min(delay, remaining)
+        if ended is None:
+            await asyncio.sleep(pause)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), pause)
         delay = min(delay * _POLL_GROWTH, _POLL_MAX_S)
 
 
@@ -319,7 +351,7 @@ async def _run_and_wait(
         )
         return row
 
-    row = await poll(outcome, limit_s)
+    row = await poll(outcome, limit_s, context=context, job_id=job_id)
     if row is None:
         return wait_timeout_response(
             job_id,
@@ -458,7 +490,7 @@ async def run_wait_result_preview(
 ) -> Response[bytes]:
     check_workspace(request.user, workspace)
     context = _ctx(state)
-    options = RunOptions(job_id=job_id, idempotency_key=idempotency_key)
+    options = RunOptions(job_id=job_id, idempotency_key=idempotency_key, waited=True)
     run = _preview_request(workspace, data, request.user, options, "jobs/run_wait_result/preview")
     await submit(context, run)
     return await _run_and_wait(context, workspace, run.job_id, wait_timeout_s)
@@ -584,7 +616,7 @@ async def run_wait_result_by_path(
     did not finish in time (it keeps running)."""
     context = _ctx(state)
     options = RunOptions(
-        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key, waited=True
     )
     clean = scripts.validate_path(path)
     job = await _submit_script(
@@ -625,7 +657,7 @@ async def run_wait_result_by_path_get(
     """Like the POST, with ``?payload=`` holding the arguments."""
     context = _ctx(state)
     options = RunOptions(
-        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key, waited=True
     )
     clean = scripts.validate_path(path)
     job = await _submit_script(
@@ -661,7 +693,7 @@ async def run_wait_result_by_hash(
 ) -> Response[bytes]:
     context = _ctx(state)
     options = RunOptions(
-        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key
+        job_id=job_id, parent_job=parent_job, tag=tag, idempotency_key=idempotency_key, waited=True
     )
     job = await _submit_script(
         context,

@@ -126,7 +126,7 @@ async def _wait(
         done = row["status"] is not None or row["has_early_result"]
         return row if done else None
 
-    row = await poll(outcome, limit_s)
+    row = await poll(outcome, limit_s, context=context, job_id=job_id)
     if row is None:
         return wait_timeout_response(
             job_id,
@@ -216,7 +216,7 @@ async def run_wait_flow_by_path(
         request.user,
         FlowPath(path=clean),
         args,
-        RunOptions(job_id=job_id, tag=tag, idempotency_key=idempotency_key),
+        RunOptions(job_id=job_id, tag=tag, idempotency_key=idempotency_key, waited=True),
         source=f"jobs/run_wait_result/f/{clean}",
     )
     await submit(context, run)
@@ -251,7 +251,7 @@ async def run_wait_flow_by_path_get(
         request.user,
         FlowPath(path=clean),
         args,
-        RunOptions(job_id=job_id, tag=tag),
+        RunOptions(job_id=job_id, tag=tag, waited=True),
         source=f"jobs/run_wait_result/f/{clean}",
     )
     await submit(context, run)

@@ -573,3 +573,19 @@ CREATE TRIGGER kafka_triggers_changed
         path, kafka_resource_path, group_id, topics, script_path, is_flow, auto_offset_reset,
         enabled
     ON kafka_triggers FOR EACH STATEMENT EXECUTE FUNCTION kafka_triggers_notify();
+
+-- Jobs waited for (meta "notify_done") announce their end on gristmill_done.
+CREATE FUNCTION jobs_completed_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('gristmill_done', n.id::text)
+    FROM new_rows n
+    JOIN jobs j ON j.id = n.id
+    WHERE j.meta ? 'notify_done';
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER jobs_completed_done
+    AFTER INSERT ON jobs_completed
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_completed_notify();
