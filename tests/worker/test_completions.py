@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 
 import asyncpg
 
-from gristmill.common.queue import Completion, NewJob, Queue
+from gristmill.common.queue import Completion, Queue
 from gristmill.worker.completions import CompletionBatcher
+from tests.queue.test_queue import job
 
 
 class _CountingQueue(Queue):
@@ -24,22 +24,9 @@ class _CountingQueue(Queue):
         return await super().complete_many(done)
 
 
-def _job() -> NewJob:
-    return NewJob(
-        id=uuid.uuid4(),
-        workspace="main",
-        kind="preview",
-        tag="python3",
-        created_by="tester",
-        trigger_kind="api",
-        language="python3",
-        code="def main():\n    return 1\n",
-    )
-
-
 async def test_successes_finishing_together_share_a_commit(pg_pool: asyncpg.Pool) -> None:
     queue = _CountingQueue(pg_pool)
-    await queue.enqueue([_job() for _ in range(60)])
+    await queue.enqueue([job() for _ in range(60)])
     claimed = await queue.claim("w", ["python3"], limit=60)
     batcher = CompletionBatcher(queue)
 
@@ -61,7 +48,7 @@ async def test_successes_finishing_together_share_a_commit(pg_pool: asyncpg.Pool
 
 async def test_a_failed_commit_reaches_every_caller_of_the_batch(pg_pool: asyncpg.Pool) -> None:
     queue = Queue(pg_pool)
-    await queue.enqueue([_job() for _ in range(3)])
+    await queue.enqueue([job() for _ in range(3)])
     claimed = await queue.claim("w", ["python3"], limit=3)
     batcher = CompletionBatcher(queue)
     await pg_pool.execute("ALTER TABLE jobs_completed ADD CONSTRAINT no_results CHECK (false)")
