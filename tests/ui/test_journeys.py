@@ -132,10 +132,16 @@ def test_seed_script_from_the_editor_to_its_result(
 def test_logs_stream_while_the_job_runs(page: Page, gristmill: httpx.Client, shot: Shots) -> None:
     path = f"u/admin/{unique('printer')}"
     save_script(gristmill, path, SLOW_PRINTER)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(f"/scripts/get/{path}")
     page.click("button:has-text('Run')")
     logs = page.locator("pre.logs")
     expect(logs).to_contain_text("first line", timeout=30_000)
+    # Streamed with the token in a header, never in a URL (where logs would keep it).
+    streams = [url for url in requested if "/getupdate_sse/" in url]
+    assert streams
+    assert not [url for url in requested if "token=" in url]
     # Seen live: the job still runs and has not printed its second line.
     expect(page.locator(".job-page[data-status=running]")).to_be_visible()
     assert "second line" not in logs.inner_text()

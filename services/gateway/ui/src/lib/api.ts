@@ -110,8 +110,3 @@ export async function apiText(path: string, options?: RequestOptions): Promise<s
   const response = await request(path, options);
   return response.text();
 }
-
-/** A URL an ``EventSource`` can open (it cannot send headers: the token goes in the query). */
-export function streamUrl(path: string, query?: Query): string {
-  return withQuery(path, { ...query, token: getToken() ?? undefined });
-}

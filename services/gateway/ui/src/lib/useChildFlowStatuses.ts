@@ -3,7 +3,8 @@
 // its stream closes; a running one sends each change until it ends.
 
 import { useEffect, useRef, useState } from "react";
-import { streamUrl, ws } from "./api";
+import { ws } from "./api";
+import { type EventStream, openEventStream } from "./eventStream";
 import type { ChildRef } from "./flowGraph";
 import type { FlowStatus, Job } from "./types";
 
@@ -28,7 +29,7 @@ export function useChildFlowStatuses(children: ChildRef[]): ReadonlyMap<string, 
   const [statuses, setStatuses] = useState<ReadonlyMap<string, FlowStatus>>(() => new Map());
   /** Children whose last status is known (they ended, or no longer exist). */
   const settled = useRef(new Set<string>());
-  const open = useRef(new Map<string, EventSource>());
+  const open = useRef(new Map<string, EventStream>());
   /** Bumped when a stream closes, so that waiting children get its place. */
   const [freed, setFreed] = useState(0);
   const wanted = [...new Set(children.map((c) => c.job))];
@@ -42,7 +43,7 @@ export function useChildFlowStatuses(children: ChildRef[]): ReadonlyMap<string, 
         open.current.delete(job);
       }
     }
-    const close = (job: string, source: EventSource, retryAfterMs?: number) => {
+    const close = (job: string, source: EventStream, retryAfterMs?: number) => {
       source.close();
       if (open.current.get(job) === source) open.current.delete(job);
       if (retryAfterMs === undefined) setFreed((n) => n + 1);
@@ -51,10 +52,8 @@ export function useChildFlowStatuses(children: ChildRef[]): ReadonlyMap<string, 
     for (const job of wanted) {
       if (open.current.size >= MAX_CHILD_STREAMS) break;
       if (settled.current.has(job) || open.current.has(job)) continue;
-      const source = new EventSource(streamUrl(ws(`/jobs_u/getupdate_sse/${job}`), { no_logs: true, poll_delay_ms: 250 }));
-      open.current.set(job, source);
-      source.onmessage = (message) => {
-        const event = JSON.parse(message.data) as StreamEvent;
+      const onData = (data: string) => {
+        const event = JSON.parse(data) as StreamEvent;
         if (event.type === "update") {
           const status = event.flow_status ?? event.job?.flow_status;
           if (status) setStatuses((previous) => new Map(previous).set(job, status));
@@ -71,6 +70,13 @@ export function useChildFlowStatuses(children: ChildRef[]): ReadonlyMap<string, 
           close(job, source, 1000);
         }
       };
+      const source: EventStream = openEventStream(
+        ws(`/jobs_u/getupdate_sse/${job}`),
+        { no_logs: true, poll_delay_ms: 250 },
+        onData,
+        () => close(job, source, 1000),
+      );
+      open.current.set(job, source);
     }
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key, freed]);

@@ -2,7 +2,8 @@
 // state, a flow's step statuses, and at the end the completed job.
 
 import { useEffect, useState } from "react";
-import { streamUrl, ws } from "./api";
+import { ws } from "./api";
+import { type EventStream, openEventStream } from "./eventStream";
 import type { FlowStatus, Job } from "./types";
 
 export interface JobStream {
@@ -37,40 +38,45 @@ export function useJobStream(jobId: string | null): JobStream {
     setState(INITIAL);
     if (!jobId) return;
     let offset = 0;
-    let source: EventSource | null = null;
+    let source: EventStream | null = null;
     let closed = false;
     let retry: ReturnType<typeof setTimeout> | undefined;
 
+    const reopen = (afterMs: number) => {
+      source?.close();
+      if (!closed) retry = setTimeout(open, afterMs);
+    };
+    const onData = (data: string) => {
+      const event = JSON.parse(data) as StreamEvent;
+      if (event.type === "update") {
+        const chunk = event.new_logs ?? "";
+        offset = event.log_offset;
+        setState((previous) => ({
+          logs: previous.logs + chunk,
+          running: event.running,
+          completed: event.completed,
+          flowStatus: event.flow_status ?? event.job?.flow_status ?? previous.flowStatus,
+          job: event.job ?? previous.job,
+          error: null,
+        }));
+        if (event.completed) stop();
+      } else if (event.type === "timeout") {
+        reopen(0);
+      } else if (event.type === "not_found") {
+        setState((previous) => ({ ...previous, error: "the job no longer exists" }));
+        stop();
+      } else if (event.type === "error") {
+        reopen(1000);
+      }
+    };
     const open = () => {
-      source = new EventSource(
-        streamUrl(ws(`/jobs_u/getupdate_sse/${jobId}`), { log_offset: offset, poll_delay_ms: 250 }),
+      // Broken (network, server restart): open again from the last offset.
+      source = openEventStream(
+        ws(`/jobs_u/getupdate_sse/${jobId}`),
+        { log_offset: offset, poll_delay_ms: 250 },
+        onData,
+        () => reopen(1000),
       );
-      source.onmessage = (message) => {
-        const event = JSON.parse(message.data) as StreamEvent;
-        if (event.type === "update") {
-          const chunk = event.new_logs ?? "";
-          offset = event.log_offset;
-          setState((previous) => ({
-            logs: previous.logs + chunk,
-            running: event.running,
-            completed: event.completed,
-            flowStatus: event.flow_status ?? event.job?.flow_status ?? previous.flowStatus,
-            job: event.job ?? previous.job,
-            error: null,
-          }));
-          if (event.completed) stop();
-        } else if (event.type === "timeout") {
-          source?.close();
-          if (!closed) open();
-        } else if (event.type === "not_found") {
-          setState((previous) => ({ ...previous, error: "the job no longer exists" }));
-          stop();
-        } else if (event.type === "error") {
-          source?.close();
-          if (!closed) retry = setTimeout(open, 1000);
-        }
-      };
-      // The browser reconnects by itself after network errors (Last-Event-ID = offset).
     };
     const stop = () => {
       closed = true;
