@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                 "--dedicated",
                 action="append",
                 metavar="WORKSPACE:PATH",
-                help="run only this script's jobs, in a warm interpreter (repeatable; "
-                "GRISTMILL_DEDICATED)",
+                help="run only this script's jobs, in a warm interpreter; WORKSPACE:flow/PATH: "
+                "this flow's steps (repeatable; GRISTMILL_DEDICATED)",
             )
     broker = commands.add_parser("broker", help="run a local Kafka-protocol broker for development")
     broker.add_argument("--port", type=int, default=9092)

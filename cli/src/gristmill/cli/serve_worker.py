@@ -10,7 +10,7 @@ import structlog
 from gristmill.cli.runtime import data_dir
 from gristmill.common.errors import InvalidRequest
 from gristmill.common.queue import Queue, validate_tag
-from gristmill.common.scripts import dedicated_tag, validate_path
+from gristmill.common.scripts import dedicated_flow_tag, dedicated_tag, validate_path
 from gristmill.common.settings import Settings
 from gristmill.common.wakeup import Wakeup
 from gristmill.worker.dedicated import DedicatedSettings, parse_dedicated
@@ -86,22 +86,28 @@ async def job_sandbox(settings: Settings) -> Sandbox | None:
 
 
 def dedicated_settings(settings: Settings) -> DedicatedSettings | None:
-    """The scripts of ``GRISTMILL_DEDICATED`` / ``--dedicated`` (``<workspace>:<path>``)
-    as their jobs' tags. Raises ``InvalidRequest`` naming the setting."""
+    """The scripts (``<workspace>:<path>``) and flows (``<workspace>:flow/<path>``) of
+    ``GRISTMILL_DEDICATED`` / ``--dedicated`` as their jobs' tags. Raises
+    ``InvalidRequest`` naming the setting."""
     if not settings.dedicated:
         return None
-    tags = []
+    scripts: list[str] = []
+    flows: list[str] = []
     for value in settings.dedicated:
         try:
             workspace, path = parse_dedicated(value)
-            tag = validate_tag(dedicated_tag(workspace, validate_path(path)))
+            if path.startswith("flow/"):
+                flow_path = validate_path(path.removeprefix("flow/"))
+                flows.append(validate_tag(dedicated_flow_tag(workspace, flow_path)))
+            else:
+                scripts.append(validate_tag(dedicated_tag(workspace, validate_path(path))))
         except (ValueError, InvalidRequest) as exc:
             raise InvalidRequest(
-                f"bad dedicated script {value!r}: {exc}", location="GRISTMILL_DEDICATED"
+                f"bad dedicated script or flow {value!r}: {exc}", location="GRISTMILL_DEDICATED"
             ) from exc
-        tags.append(tag)
     return DedicatedSettings(
-        scripts=tuple(dict.fromkeys(tags)),
+        scripts=tuple(dict.fromkeys(scripts)),
+        flows=tuple(dict.fromkeys(flows)),
         max_jobs=settings.dedicated_max_jobs,
         max_rss_mb=settings.dedicated_max_rss_mb,
     )
@@ -114,8 +120,8 @@ def worker_settings(
     dedicated: DedicatedSettings | None = None,
 ) -> WorkerSettings:
     """An ordinary worker's settings, or with ``dedicated``, those of a worker that
-    claims only the jobs of the scripts it is dedicated to."""
-    tags = dedicated.scripts if dedicated is not None else tuple(settings.worker_tags)
+    claims only the jobs of the scripts and flows it is dedicated to."""
+    tags = dedicated.tags if dedicated is not None else tuple(settings.worker_tags)
     return WorkerSettings(
         tags=tags,
         dedicated=dedicated,
@@ -140,13 +146,13 @@ async def run_worker(
     ordinary: bool = True,
 ) -> None:
     """Run this process's workers: an ordinary one (unless ``ordinary`` is False) and,
-    when ``GRISTMILL_DEDICATED`` names scripts, one dedicated to them."""
+    when ``GRISTMILL_DEDICATED`` names scripts or flows, one dedicated to them."""
     dedicated = dedicated_settings(settings)
     sandbox = await job_sandbox(settings)
     wanted = [worker_settings(settings, sandbox=sandbox)] if ordinary or dedicated is None else []
     if dedicated is not None:
         wanted.append(worker_settings(settings, sandbox=sandbox, dedicated=dedicated))
-        _log.info("dedicated worker", scripts=list(dedicated.scripts))
+        _log.info("dedicated worker", scripts=list(dedicated.scripts), flows=list(dedicated.flows))
     job_env = JobContext(pool, default_timeout_s=settings.job_timeout_s)
 
     async def serve(one: WorkerSettings) -> None:

@@ -63,6 +63,7 @@ __all__ = [
     "archive_path",
     "check_language",
     "create_script",
+    "dedicated_flow_tag",
     "dedicated_tag",
     "delete_hash",
     "delete_path",
@@ -253,6 +254,12 @@ def _script(row: asyncpg.Record) -> Script:
 def dedicated_tag(workspace: str, path: str) -> str:
     """The tag of the jobs of a script run by dedicated workers (Windmill's convention)."""
     return f"{workspace}:{path}"
+
+
+def dedicated_flow_tag(workspace: str, path: str) -> str:
+    """The tag of the step jobs of a flow run by dedicated workers: Windmill's
+    ``<workspace>:flow/<path>`` (a script path never starts with ``flow/``)."""
+    return f"{workspace}:flow/{path}"
 
 
 def validate_path(path: str, *, location: str = "path") -> str:

@@ -55,10 +55,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "dependency",
     )
     worker_group: str = "default"
-    #: Scripts this worker is dedicated to, as ``<workspace>:<script path>`` (comma-
-    #: separated): it claims only their jobs (tagged so when saved with
-    #: ``dedicated_worker``) and keeps a warm interpreter per script version. In
-    #: standalone mode a dedicated worker runs beside the ordinary ones.
+    #: Scripts this worker is dedicated to, as ``<workspace>:<script path>``, and flows,
+    #: as ``<workspace>:flow/<flow path>`` (comma-separated): it claims only their jobs
+    #: (a flow's step jobs; tagged so when saved with ``dedicated_worker``) and keeps a
+    #: warm interpreter per script version, and per warm-language step of a flow's
+    #: current version (started ahead). In standalone mode a dedicated worker runs
+    #: beside the ordinary ones.
     dedicated: tuple[str, ...] = ()
     #: A warm interpreter is replaced after this many jobs ...
     dedicated_max_jobs: int = 10_000

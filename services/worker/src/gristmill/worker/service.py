@@ -71,7 +71,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     jobs_dir: Path = Path("/tmp/gristmill-jobs")  # noqa: S108  # overridden by data_dir
     base_url: str | None = None
     executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
-    #: Scripts this worker is dedicated to (their jobs' tags belong in ``tags``).
+    #: Scripts and flows this worker is dedicated to (their jobs' tags belong in ``tags``).
     dedicated: DedicatedSettings | None = None
 
 
@@ -123,7 +123,7 @@ class Worker:
         self.jobs_done = 0
         #: The warm interpreters of a dedicated worker (``gristmill.worker.dedicated``).
         self.dedicated: WarmPool | None = None
-        if settings.dedicated is not None and settings.dedicated.scripts:
+        if settings.dedicated is not None and settings.dedicated.tags:
             base = settings.jobs_dir / "dedicated"
             self.dedicated = WarmPool(settings.dedicated, settings.executor, base)
 
@@ -132,6 +132,8 @@ class Worker:
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Serve jobs until ``stop`` (or, in burst mode, until no job is claimable)."""
         await self._register()
+        if self.dedicated is not None:  # checks what it serves, pre-warms flows' steps
+            await self.dedicated.start(self._pool, self._dependencies)
         self._wakeup.listen_for(worker_tag(self.id))
         await self._sweep_shared()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())

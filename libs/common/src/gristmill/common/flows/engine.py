@@ -19,6 +19,12 @@ and branch-all children run side by side up to ``parallelism``.
 A script or sub-flow step with a ``cache_ttl`` whose result is in the result cache
 (same code or version, same arguments) ends inline with it and makes no job.
 
+A flow saved with ``dedicated_worker`` carries its dedicated tag in its job's ``meta``
+(``DEDICATED_META_KEY``, ``<workspace>:flow/<path>``), and so do its loop iterations
+and branches: every script step job it launches gets that tag instead of its own, so
+only a worker dedicated to the flow claims it. The flow jobs themselves keep the
+``flow`` tag; a sub-flow step runs with the sub-flow's own setting.
+
 Timers are queue rows: a retry is a new step job with a later ``scheduled_for``; a
 ``sleep`` or an approval's timeout makes the parked flow claimable at that instant,
 and the worker that claims it then (:func:`run_claimed_flow` again) moves it on.
@@ -92,6 +98,7 @@ from gristmill.common.queue import (
 )
 
 __all__ = [
+    "DEDICATED_META_KEY",
     "FLOW_KINDS",
     "FLOW_TAG",
     "FlowJob",
@@ -107,6 +114,9 @@ _Q = load_queries("flows.sql")
 FLOW_KINDS: Final = frozenset({"flow", "flowpreview"})
 #: The tag of flow jobs (claimed only to start them or when a timer fires).
 FLOW_TAG: Final = "flow"
+#: Key of a flow job's ``meta``: the tag of its step jobs when the flow was saved with
+#: ``dedicated_worker`` (inherited by its loop iterations and branches).
+DEDICATED_META_KEY: Final = "dedicated_tag"
 #: Triggers whose runs go through the flow's preprocessor module.
 _PREPROCESSED_TRIGGERS: Final = frozenset({"webhook", "http", "kafka", "websocket", "email"})
 #: Deepest nesting of sub-flows and containers.
@@ -404,6 +414,12 @@ class _Scope:
 
     def where(self) -> str:
         return self.job.path or str(self.job.root)
+
+    @property
+    def dedicated(self) -> str | None:
+        """The tag of this flow's step jobs when it runs on dedicated workers."""
+        tag = self.job.meta.get(DEDICATED_META_KEY)
+        return tag if isinstance(tag, str) else None
 
     @property
     def same_worker(self) -> uuid.UUID | None:
@@ -773,7 +789,7 @@ class _Scope:
                 meta.update(result_cache.cache_meta(key, ttl))
             job = NewJob(
                 kind="flowscript",
-                tag=value.tag or value.language,
+                tag=self.dedicated or value.tag or value.language,
                 runnable_path=value.path or f"{self.job.path or 'preview'}/{module.id}",
                 language=value.language,
                 code=value.content,
@@ -819,7 +835,7 @@ class _Scope:
                 return
             job = NewJob(
                 kind="script",
-                tag=value.tag_override or script.job_tag,
+                tag=self.dedicated or value.tag_override or script.job_tag,
                 runnable_path=script.path,
                 runnable_hash=script.hash,
                 language=script.language,
@@ -905,8 +921,12 @@ class _Scope:
             self.inbox.append(child.finished_event)
             self.tx.remember(child.finished_event)
 
-    def _child(self, module: FlowModule, **fields: Any) -> NewJob:
+    def _child(self, module: FlowModule, *, dedicated: str | None, **fields: Any) -> NewJob:
+        """A child flow job: a sub-flow, a loop iteration or a branch (``dedicated``:
+        the tag of its step jobs, see ``DEDICATED_META_KEY``)."""
         meta = {"depth": self.job.depth + 1, **self._pin_meta(), **fields.pop("meta", {})}
+        if dedicated is not None:
+            meta[DEDICATED_META_KEY] = dedicated
         return NewJob(
             id=uuid.uuid4(),
             workspace=self.job.workspace,
@@ -950,7 +970,12 @@ class _Scope:
                 return
             meta = result_cache.cache_meta(key, ttl)
         job = self._child(
-            module, runnable_path=saved.path, flow_value=saved.value, args=args, meta=meta
+            module,
+            dedicated=saved.dedicated_tag,  # the sub-flow's own setting
+            runnable_path=saved.path,
+            flow_value=saved.value,
+            args=args,
+            meta=meta,
         )
         self.set_ms(slot, job=job.id)
         await self._start_child_flow(slot, job)
@@ -1018,6 +1043,7 @@ class _Scope:
             body = raw["branches"][index].get("modules", [])
         job = self._child(
             module,
+            dedicated=self.dedicated,
             args=args,
             flow_value={"modules": body},
             runnable_path=self.job.path,
@@ -1042,6 +1068,7 @@ class _Scope:
         module = self.module(slot)
         job = self._child(
             module,
+            dedicated=self.dedicated,
             args={"previous_result": previous},
             flow_value={"modules": body},
             runnable_path=self.job.path,

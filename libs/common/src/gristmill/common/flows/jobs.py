@@ -10,7 +10,7 @@ from gristmill.common.contracts.runs import FlowPath, FlowPreview, RunRequest
 from gristmill.common.db.pool import Conn
 from gristmill.common.errors import InvalidRequest, NotFound
 from gristmill.common.flows import store
-from gristmill.common.flows.engine import FLOW_TAG
+from gristmill.common.flows.engine import DEDICATED_META_KEY, FLOW_TAG
 from gristmill.common.flows.model import FlowValue, parse_value
 from gristmill.common.flows.validate import validate_value
 from gristmill.common.queue import (
@@ -61,7 +61,9 @@ def _limits(
 
 async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> NewJob:
     """The job of a flow run: the saved flow at a path (its arguments checked against
-    its schema), or a previewed value (checked as a save would check it).
+    its schema), or a previewed value (checked as a save would check it). A saved flow
+    with ``dedicated_worker`` names its dedicated tag in the job's ``meta``
+    (``engine.DEDICATED_META_KEY``): its step jobs get that tag.
 
     ``common`` holds the fields every job of the request shares (id, workspace, ...).
     Flows have no job timeout: they are parked while their steps run.
@@ -81,6 +83,9 @@ async def flow_job(conn: Conn, request: RunRequest, common: dict[str, Any]) -> N
         fields.update(
             _limits(value, saved.value, saved.path, request.workspace, fields["args"], request.meta)
         )
+        if saved.dedicated_tag is not None:
+            # Its steps go to the workers dedicated to it; the flow job itself does not.
+            fields["meta"][DEDICATED_META_KEY] = saved.dedicated_tag
         return NewJob(
             kind="flow",
             tag=request.tag or FLOW_TAG,

@@ -3,7 +3,10 @@
 A save stores the document as sent: ``summary``, ``description``, ``value`` and
 ``schema`` in their columns, every other top-level field in ``extra`` (so fields this
 version does not know come back unchanged). The value is validated first (see
-``flows.validate``), including cycles through sub-flows.
+``flows.validate``), including cycles through sub-flows. Of the other fields, Windmill's
+``dedicated_worker`` (a boolean beside ``summary``, not in ``value``) is checked too:
+the steps of a flow saved with it run on the workers dedicated to that flow
+(``SavedFlow.dedicated_tag``, docs/adr/0011-dedicated-workers.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from gristmill.common.errors import Conflict, InvalidRequest, NotFound
 from gristmill.common.flows.expressions import Evaluator
 from gristmill.common.flows.model import FlowValue, parse_value
 from gristmill.common.flows.validate import check_subflow_cycles, validate_value
-from gristmill.common.scripts import validate_path
+from gristmill.common.queue import validate_tag
+from gristmill.common.scripts import dedicated_flow_tag, validate_path
 
 __all__ = [
     "SavedFlow",
@@ -28,6 +32,7 @@ __all__ = [
     "create_flow",
     "delete_flow",
     "flow_exists",
+    "flow_version",
     "get_flow",
     "list_flows",
     "load_value",
@@ -85,6 +90,14 @@ class SavedFlow(msgspec.Struct, frozen=True, kw_only=True):
             "extra_perms": {},
             "version": self.version,
         }
+
+    @property
+    def dedicated_tag(self) -> str | None:
+        """The tag of this flow's step jobs when it was saved with Windmill's
+        ``dedicated_worker`` (only workers dedicated to it claim them), else ``None``."""
+        if self.extra.get("dedicated_worker") is True:
+            return dedicated_flow_tag(self.workspace, self.path)
+        return None
 
 
 def _saved(row: asyncpg.Record) -> SavedFlow:
@@ -146,6 +159,14 @@ async def _checked(
     if schema is not None and not isinstance(schema, dict):
         raise InvalidRequest("schema must be a JSON Schema object", location="schema")
     extra = {k: v for k, v in document.items() if k not in _COLUMNS and k not in _SERVER_FIELDS}
+    dedicated = extra.get("dedicated_worker")
+    if dedicated is not None and not isinstance(dedicated, bool):
+        raise InvalidRequest(
+            f"dedicated_worker must be true or false, got {dedicated!r}",
+            location="dedicated_worker",
+        )
+    if dedicated:
+        validate_tag(dedicated_flow_tag(workspace, path), location="dedicated_worker")
     return raw, schema, extra
 
 
@@ -223,6 +244,12 @@ async def get_flow(conn: Conn | asyncpg.Pool, workspace: str, path: str) -> Save
 async def flow_exists(conn: Conn | asyncpg.Pool, workspace: str, path: str) -> bool:
     found: bool = await conn.fetchval(_Q["flow_exists"], workspace, path)
     return found
+
+
+async def flow_version(conn: Conn | asyncpg.Pool, workspace: str, path: str) -> int | None:
+    """The version of the flow at ``path`` (it grows on every save), or ``None``."""
+    version: int | None = await conn.fetchval(_Q["flow_version"], workspace, path)
+    return version
 
 
 async def list_flows(

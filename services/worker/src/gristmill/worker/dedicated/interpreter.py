@@ -1,12 +1,23 @@
 """One warm interpreter: a sandboxed template process that runs a script's jobs.
 
-``WarmInterpreter.start`` starts ``python_template.py`` through the executor's own
-``launch`` (so exactly the sandbox of an ordinary job: bubblewrap namespaces,
-seccomp, rlimits, the memory cgroup, a per-job uid) with a socket to it, and waits
-until it is warm. ``run`` hands it one job (see ``protocol.py``) and turns the
-outcome into an ``ExecutionOutcome`` as the executor would: same result file, same
-errors, same log delivery (``LogPump`` on a pipe of the job's own), same timeout and
-cancel (SIGTERM, then SIGKILL after the grace period).
+``WarmInterpreter.start`` starts the template of the script's language through the
+executor's own ``launch`` (so exactly the sandbox of an ordinary job: bubblewrap
+namespaces, seccomp, rlimits, the memory cgroup, a per-job uid) with a socket to it,
+and waits until it is warm. ``run`` hands it one job (see ``protocol.py``) and turns
+the outcome into an ``ExecutionOutcome`` as the executor would: same result file,
+same errors, same log delivery (``LogPump``), same timeout and cancel (SIGTERM, then
+SIGKILL after the grace period).
+
+Two templates:
+
+* Python (``python_template.py``) forks a process per job, which takes an output
+  pipe of the job's own (sent with the ``run`` frame) and can be stopped alone:
+  a timeout or cancel kills the job's process, the interpreter stays;
+* Bun (``bun_template.mjs``, ``bun.py``) runs each job in its own process: its output
+  is relayed to the job's log (``relay.py``), and a timeout or cancel stops the
+  interpreter (SIGTERM, SIGKILL after the grace period), which is then replaced. A
+  job that kills the interpreter (``process.exit``, a crash) is reported from the
+  interpreter's exit, as the executor reports a cold job's.
 
 Layout under ``base_dir`` (``<jobs dir>/dedicated``), per interpreter ``<id>``
 (``<worker pid>-<script version key>-<random>``):
@@ -34,12 +45,13 @@ import signal
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
 
 from gristmill.common.contracts.jobs import ExitReason, JobError
+from gristmill.worker.dedicated.bun import BunTemplate
 from gristmill.worker.dedicated.protocol import (
     Done,
     FrameBuffer,
@@ -52,6 +64,7 @@ from gristmill.worker.dedicated.protocol import (
     ToInterpreter,
     encode,
 )
+from gristmill.worker.dedicated.relay import OutputRelay
 from gristmill.worker.dependencies import write_modules
 from gristmill.worker.execution import (
     ExecutionOutcome,
@@ -62,11 +75,12 @@ from gristmill.worker.execution import (
 )
 from gristmill.worker.execution.launch import Command, Launched, OutputPipe, job_limits, launch
 from gristmill.worker.execution.logs import LogPump
-from gristmill.worker.execution.process_tree import ProcessTree
-from gristmill.worker.execution.runners.base import Finished
+from gristmill.worker.execution.process_tree import ProcessTree, terminate
+from gristmill.worker.execution.runners.base import Finished, Runner
 from gristmill.worker.execution.runners.python import BOOTSTRAP, PythonRunner
 from gristmill.worker.pyenv import sys_path_code
 from gristmill.worker.sandbox import ResourceUsage
+from gristmill.worker.sandbox.job import chown_tree
 from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["InterpreterFailed", "Spec", "WarmInterpreter"]
@@ -82,7 +96,6 @@ _MARSHAL_VERSION = 4
 #: before it is considered stuck and replaced.
 _KILL_WAIT_S = 5.0
 _STOP_WAIT_S = 2.0
-_RUNNER = PythonRunner()
 
 
 class InterpreterFailed(Exception):
@@ -95,6 +108,8 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True):
     workspace: str
     path: str
     code: str
+    #: The job ``language`` (``WARM_LANGUAGES`` in ``pool.py``): which template runs it.
+    language: str = "python3"
     #: Directories of installed packages (``Prepared.python_path``).
     python_path: tuple[str, ...] = ()
     #: Workspace scripts it imports (``Prepared.modules``).
@@ -107,12 +122,104 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True):
     def key(self) -> str:
         """Equal for jobs one interpreter may serve."""
         digest = hashlib.sha256()
-        for part in (self.workspace, self.path, self.code, *self.python_path):
+        for part in (self.language, self.workspace, self.path, self.code, *self.python_path):
             digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
         for name in sorted(self.modules):
             digest.update(f"{name}\0{self.modules[name]}\0".encode("utf-8", "surrogatepass"))
         digest.update(msgspec.json.encode(self.sandbox))
         return digest.hexdigest()
+
+
+class Template(Protocol):
+    """How one language's warm interpreter is started and fed jobs (one per interpreter)."""
+
+    #: Whether jobs run in the interpreter's own process (else in a forked child, with
+    #: its own output pipe, stopped alone).
+    @property
+    def in_process(self) -> bool: ...
+
+    #: Reads a finished job's result, as for an ordinary job of the language.
+    @property
+    def runner(self) -> Runner: ...
+
+    def command(
+        self, *, code_dir: Path, workdir: Path, sock_fd: int, settings: ExecutorSettings
+    ) -> Command:
+        """Lay out the script in ``code_dir``; the interpreter's command. May raise
+        ``OSError``."""
+        ...
+
+    def prepare(
+        self,
+        request: ExecutionRequest,
+        job_dir: Path,
+        env: dict[str, str],
+        settings: ExecutorSettings,
+    ) -> Run:
+        """Write the job's files into ``job_dir`` (which exists); the frame that runs it.
+        ``env`` is the job's whole environment."""
+        ...
+
+
+class PythonTemplate:
+    """``python3`` jobs: ``python_template.py``, a forked process per job."""
+
+    in_process = False
+    runner = PythonRunner()
+
+    def __init__(self, spec: Spec) -> None:
+        self._spec = spec
+
+    def command(
+        self, *, code_dir: Path, workdir: Path, sock_fd: int, settings: ExecutorSettings
+    ) -> Command:
+        del workdir
+        python_path = _lay_out(self._spec, code_dir)
+        return Command(
+            argv=(
+                settings.python_bin,
+                *_FLAGS,
+                "-c",
+                _loader(python_path),
+                str(sock_fd),
+                str(code_dir),
+                "1" if settings.sandbox is not None else "0",
+            ),
+            readonly_paths=(
+                settings.python_bin,
+                str(BOOTSTRAP.parent),
+                str(_TEMPLATE.parent),
+                *python_path,
+                str(code_dir),
+            ),
+        )
+
+    def prepare(
+        self,
+        request: ExecutionRequest,
+        job_dir: Path,
+        env: dict[str, str],
+        settings: ExecutorSettings,
+    ) -> Run:
+        job = msgspec.structs.replace(request, workdir=job_dir, python_path=())
+        # The runner writes the script, the arguments and clears the result, exactly
+        # as for an ordinary job; its argv ends with their paths.
+        code, args, result = self.runner.prepare(job, settings).argv[-3:]
+        env_file = job_dir / _ENV_FILE
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(env, _MARSHAL_VERSION))
+        return Run(job=job_dir.name, code=code, args=args, result=result, env=_ENV_FILE)
+
+
+def template_for(spec: Spec) -> Template:
+    """The template of ``spec``'s language. Raises ``InterpreterFailed`` for a language
+    without one."""
+    if spec.language == "python3":
+        return PythonTemplate(spec)
+    if spec.language == "bun":
+        return BunTemplate(spec)
+    raise InterpreterFailed(f"no warm interpreter for {spec.language!r} jobs")
 
 
 class WarmInterpreter:
@@ -128,9 +235,22 @@ class WarmInterpreter:
         sock: socket.socket,
         launched: Launched,
         pump: LogPump,
+        template: Template,
     ) -> None:
         self.spec = spec
         self.key = spec.key
+        self._template = template
+        #: The interpreter's output, to the running job's log (templates running jobs
+        #: in their own process); ``None``: its output is its own log.
+        self._relay = OutputRelay() if template.in_process else None
+        #: A job is being run (between the ``run`` frame and its end).
+        self._busy = False
+        #: How the interpreter's process ended, once it did and was reaped.
+        self._returncode: int | None = None
+        #: What a Bun warm-up left in the interpreter's directory (Bun installs the
+        #: script's packages there when its cache is out of the sandbox's reach): kept
+        #: for the interpreter's life; all else found there goes after each job.
+        self._kept: frozenset[str] = frozenset()
         self._settings = settings
         self._workdir = workdir
         self._code_dir = code_dir
@@ -143,13 +263,15 @@ class WarmInterpreter:
         self._frames: asyncio.Queue[FromInterpreter | None] = asyncio.Queue()
         self._reader = asyncio.get_running_loop().create_task(self._read_frames())
         self._owner = os.stat(workdir).st_uid  # the sandbox gave the directory to the job uid
-        self._own = _request(workdir, spec.sandbox)
+        self._own = _request(workdir, spec.sandbox, spec.language)
         self._limits = job_limits(self._own, settings) if settings.sandbox else None
         self._closed = False
         #: Why the interpreter takes no more jobs: ``jobs`` (it ran its share),
         #: ``memory`` (it grew too large), ``crash`` (a job's process was killed by a
-        #: signal or ended without a result), ``died`` (the interpreter itself died or
-        #: stopped answering), ``closed``; ``None`` while it serves.
+        #: signal or ended without a result; for Bun, a job that ended the interpreter),
+        #: ``died`` (the interpreter itself died or stopped answering), ``killed`` (it
+        #: was stopped with the job it ran: Bun), what its last ``done`` asked for
+        #: (``uncaught``, ``globals``: Bun), ``closed``; ``None`` while it serves.
         self.retired: str | None = None
         self.ready: Ready | None = None
         #: Jobs run so far.
@@ -173,31 +295,16 @@ class WarmInterpreter:
         ident = f"{os.getpid()}-{spec.key[:12]}-{uuid.uuid4().hex[:8]}"
         workdir = base_dir / ident
         code_dir = base_dir / f"{ident}.code"
+        template = template_for(spec)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            python_path = _lay_out(spec, workdir, code_dir)
-            loader = _loader(python_path)
-            command = Command(
-                argv=(
-                    settings.python_bin,
-                    *_FLAGS,
-                    "-c",
-                    loader,
-                    str(theirs.fileno()),
-                    str(code_dir),
-                    "1" if settings.sandbox is not None else "0",
-                ),
-                readonly_paths=(
-                    settings.python_bin,
-                    str(BOOTSTRAP.parent),
-                    str(_TEMPLATE.parent),
-                    *python_path,
-                    str(code_dir),
-                ),
+            _make_dirs(workdir, code_dir)
+            command = template.command(
+                code_dir=code_dir, workdir=workdir, sock_fd=theirs.fileno(), settings=settings
             )
             launched = launch(
                 command,
-                request=_request(workdir, spec.sandbox),
+                request=_request(workdir, spec.sandbox, spec.language),
                 settings=settings,
                 pass_fds=(theirs.fileno(),),
             )
@@ -217,9 +324,13 @@ class WarmInterpreter:
             sock=ours,
             launched=launched,
             pump=pump,
+            template=template,
         )
         try:
-            await pump.attach(launched.outputs)
+            if interpreter._relay is not None:
+                await pump.attach([await interpreter._relay.start(launched.outputs[0])])
+            else:
+                await pump.attach(launched.outputs)
             frame = await interpreter._next_frame(timeout_s)
             if not isinstance(frame, Ready):
                 raise InterpreterFailed(
@@ -229,6 +340,9 @@ class WarmInterpreter:
             await interpreter.close()
             raise
         interpreter.ready = frame
+        if template.in_process:
+            with contextlib.suppress(OSError):
+                interpreter._kept = frozenset(os.listdir(workdir))
         return interpreter
 
     # -- one job ---------------------------------------------------------------------------
@@ -253,24 +367,17 @@ class WarmInterpreter:
         except OSError as exc:
             self._clear()
             return _failed(failures.launch_failed("the job in its warm interpreter", exc))
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         pump = LogPump(on_log, settings=self._settings, job_id=request.job_id)
         started = loop.time()
         try:
-            try:
-                await pump.attach(
-                    [OutputPipe(fd=read_fd, stream="merged", inode=os.fstat(read_fd).st_ino)]
-                )
-                try:
-                    self._send(run, fds=(write_fd,))
-                except OSError as exc:  # it died while idle: the job did not start
-                    raise InterpreterFailed(f"the warm interpreter is gone: {exc}") from exc
-            finally:
-                os.close(write_fd)
+            await self._hand_over(run, pump)
             done, stopped_by = await self._wait_done(name, cancel, request.timeout_s)
+            self._busy = False
             duration_ms = round((loop.time() - started) * 1000)
-            if done is None:  # dead or stuck: everything of it goes, the job too
-                self.retired = "died"
+            if self._relay is not None:
+                self._relay.end_job()
+            if done is None:  # dead, stuck or stopped: everything of it goes, the job too
+                self.retired = "killed" if self._relay and stopped_by else "died"
                 await self.close()
             if not await pump.wait_closed(self._settings.drain_timeout_s):
                 _log.warning("dedicated job output still open after the job ended; abandoned")
@@ -289,18 +396,37 @@ class WarmInterpreter:
     def _prepare(self, request: ExecutionRequest, job_dir: Path) -> Run:
         """Write the job's files into its directory; the frame that runs them."""
         job_dir.mkdir()
-        job = msgspec.structs.replace(request, workdir=job_dir, python_path=())
-        # The runner writes the script, the arguments and clears the result, exactly
-        # as for an ordinary job; its argv ends with their paths.
-        code, args, result = _RUNNER.prepare(job, self._settings).argv[-3:]
-        env_file = job_dir / _ENV_FILE
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps(self._job_env(request, job_dir), _MARSHAL_VERSION))
+        run = self._template.prepare(
+            request, job_dir, self._job_env(request, job_dir), self._settings
+        )
         if self._owner != os.geteuid():  # the job runs as the sandbox's uid: give it all
-            for path in (job_dir, env_file.parent, job_dir / code, job_dir / args, env_file):
-                os.chown(path, self._owner, self._owner, follow_symlinks=False)
-        return Run(job=job_dir.name, code=code, args=args, result=result, env=_ENV_FILE)
+            chown_tree(job_dir, self._owner)
+        return run
+
+    async def _hand_over(self, run: Run, pump: LogPump) -> None:
+        """Send ``run``, with the job's output going to ``pump``: a pipe of its own sent
+        along (a forked job takes it), or the interpreter's output relayed to it.
+        Raises ``InterpreterFailed`` when the interpreter is gone (the job did not start)."""
+        if self._relay is not None:
+            await pump.attach([await self._relay.begin_job()])
+            self._busy = True
+            try:
+                self._send(run)
+            except OSError as exc:  # it died while idle
+                raise InterpreterFailed(f"the warm interpreter is gone: {exc}") from exc
+            return
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            await pump.attach(
+                [OutputPipe(fd=read_fd, stream="merged", inode=os.fstat(read_fd).st_ino)]
+            )
+            self._busy = True
+            try:
+                self._send(run, fds=(write_fd,))
+            except OSError as exc:  # it died while idle
+                raise InterpreterFailed(f"the warm interpreter is gone: {exc}") from exc
+        finally:
+            os.close(write_fd)
 
     def _job_env(self, request: ExecutionRequest, job_dir: Path) -> dict[str, str]:
         """The job's whole environment, as ``launch.build_env`` makes it, with its own
@@ -314,8 +440,8 @@ class WarmInterpreter:
     async def _wait_done(
         self, name: str, cancel: asyncio.Event, timeout_s: float | None
     ) -> tuple[Done | None, ExitReason | None]:
-        """The job's ``done`` frame (``None``: the interpreter died or is stuck), and
-        why it was stopped, if it was."""
+        """The job's ``done`` frame (``None``: the interpreter died, is stuck, or was
+        stopped with the job), and why it was stopped, if it was."""
         done_task = asyncio.ensure_future(self._next_done(name))
         cancel_task = asyncio.ensure_future(cancel.wait())
         try:
@@ -325,6 +451,16 @@ class WarmInterpreter:
             if done_task.done():
                 return done_task.result(), None
             stopped_by = ExitReason.CANCELED if cancel_task.done() else ExitReason.TIMEOUT
+            if self._relay is not None:  # the job is the interpreter's process: stop it
+                await terminate(
+                    self._tree,
+                    grace_s=self._settings.kill_grace_s,
+                    sandboxed=self._settings.sandbox is not None,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_KILL_WAIT_S):
+                        await self._launched.process.wait_exited()
+                return None, stopped_by
             for number, wait_s in (
                 (signal.SIGTERM, self._settings.kill_grace_s),
                 (signal.SIGKILL, _KILL_WAIT_S),
@@ -376,6 +512,11 @@ class WarmInterpreter:
             )
 
         status = done.status if done is not None else None
+        # A job run in the interpreter's own process that ended it: how the interpreter
+        # ended is how the job ended (as for an ordinary job's process).
+        ended = done is None and self._relay is not None and self._returncode is not None
+        if ended:
+            status = self._returncode
         signal_number = -status if status is not None and status < 0 else None
         if stopped_by is ExitReason.TIMEOUT:
             assert timeout_s is not None
@@ -384,7 +525,7 @@ class WarmInterpreter:
             )
         if stopped_by is ExitReason.CANCELED:
             return outcome(error=failures.canceled(signal_number=signal_number), status=status)
-        if done is None:
+        if done is None and not ended:
             self.retired = "died"
             return outcome(
                 error=JobError(
@@ -398,9 +539,10 @@ class WarmInterpreter:
         assert status is not None
         if signal_number is not None:
             self.retired = "crash"
-            oom_kills = self._oom_kills()
-            if oom_kills > self._oom_seen:  # the memory cgroup's OOM killer ended it
-                self._oom_seen = oom_kills
+            if ended:  # the interpreter's sandbox accounting is the job's
+                usage = self._launched.usage
+            elif (oom_kills := self._oom_kills()) > self._oom_seen:
+                self._oom_seen = oom_kills  # the memory cgroup's OOM killer ended it
                 usage = msgspec.structs.replace(usage, oom_kills=1)
             return outcome(
                 error=failures.killed_by_signal(
@@ -408,10 +550,13 @@ class WarmInterpreter:
                 ),
                 status=status,
             )
-        if not (job_dir / run.result).exists():
-            # os._exit() in main, or a failure before the bootstrap ran: the job is
-            # failed and the interpreter replaced, in case the job damaged what it shares.
+        if ended or not (job_dir / run.result).exists():
+            # os._exit() or process.exit() in main, or a failure before the bootstrap
+            # ran: the job is failed and the interpreter replaced, in case the job
+            # damaged what it shares.
             self.retired = "crash"
+        elif done is not None and done.retire:
+            self.retired = done.retire
         finished = Finished(
             exit_code=status,
             workdir=job_dir,
@@ -419,7 +564,7 @@ class WarmInterpreter:
             stdout_tail_cut=False,
             output_tail=pump.output_tail(),
         )
-        ran = _RUNNER.collect(finished, self._settings)
+        ran = self._template.runner.collect(finished, self._settings)
         return outcome(
             result=ran.result, error=failures.limits_hit(ran.error, usage), status=status
         )
@@ -460,7 +605,8 @@ class WarmInterpreter:
             self.retired = "memory"
 
     def _clear(self) -> None:
-        """Take whatever jobs left out of the interpreter's directory.
+        """Take whatever jobs left out of the interpreter's directory (but what the
+        warm-up left there).
 
         Each entry is renamed into ``<id>.trash`` beside it (outside what the sandbox
         shows: gone for the next job at once) and deleted there in a thread, off the
@@ -468,6 +614,8 @@ class WarmInterpreter:
         """
         with contextlib.suppress(OSError):
             for entry in os.scandir(self._workdir):
+                if entry.name in self._kept:
+                    continue
                 target = self._trash / uuid.uuid4().hex
                 try:
                     os.rename(entry.path, target)
@@ -530,6 +678,8 @@ class WarmInterpreter:
         self._closed = True
         self.retired = self.retired or "closed"
         process = self._launched.process
+        if self._busy and self._relay is not None:
+            self._tree.kill()  # busy with a job in its own process: it would not stop
         with contextlib.suppress(OSError):
             self._send(Stop())
         try:
@@ -540,7 +690,7 @@ class WarmInterpreter:
             await process.wait_exited()
         self._tree.kill_group()
         self._tree.forget_root()
-        process.reap()
+        self._returncode = process.reap()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
@@ -548,17 +698,23 @@ class WarmInterpreter:
         if not await self._pump.wait_closed(self._settings.drain_timeout_s):
             self._tree.kill(pipe_holders=True)
         await self._pump.finish()
+        if self._relay is not None:
+            self._relay.close()
         if self._deleting:
             await asyncio.gather(*self._deleting, return_exceptions=True)
         _remove(self._workdir, self._code_dir, self._trash)
 
 
-def _lay_out(spec: Spec, workdir: Path, code_dir: Path) -> tuple[str, ...]:
-    """Make the interpreter's directories; its ``sys.path`` additions."""
+def _make_dirs(workdir: Path, code_dir: Path) -> None:
+    """Make the interpreter's directories (see the module docstring)."""
     workdir.parent.mkdir(parents=True, exist_ok=True)
     workdir.mkdir()
     code_dir.mkdir()
     workdir.with_name(workdir.name + ".trash").mkdir(mode=0o700)
+
+
+def _lay_out(spec: Spec, code_dir: Path) -> tuple[str, ...]:
+    """Write a Python script and its workspace modules; its ``sys.path`` additions."""
     (code_dir / "main.py").write_text(spec.code, encoding="utf-8", errors="replace")
     python_path = list(spec.python_path)
     if spec.modules:
@@ -569,13 +725,13 @@ def _lay_out(spec: Spec, workdir: Path, code_dir: Path) -> tuple[str, ...]:
     return tuple(python_path)
 
 
-def _request(workdir: Path, sandbox: Any) -> ExecutionRequest:
+def _request(workdir: Path, sandbox: Any, language: str) -> ExecutionRequest:
     """The interpreter's own request: no job's arguments, environment or token; the
-    script's sandbox settings, which ``launch`` applies."""
+    script's sandbox settings and language, from which ``launch`` takes its limits."""
     extra: dict[str, Any] = {} if sandbox is None else {"sandbox": sandbox}
     return ExecutionRequest(
         job_id=uuid.uuid5(uuid.NAMESPACE_URL, str(workdir)),
-        language="python3",
+        language=language,
         code="",
         args={},
         env={},

@@ -7,8 +7,11 @@ once, then one ``done`` per ``run``. Nothing job-private travels here: the job's
 arguments, environment and token are files in its own directory, read by the job's
 forked process, never by the interpreter that outlives it.
 
-The interpreter's side (``python_template.py``) speaks the same format with the
-standard library only.
+The interpreters' sides speak the same format: ``python_template.py`` with the
+standard library only, ``bun_template.mjs`` with Bun's. A Bun interpreter runs its jobs
+in its own process: it gets no output pipe (the worker relays the interpreter's own
+output to the job's log, see ``relay.py``) and no ``kill`` (a job is stopped by
+stopping its interpreter).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ MAX_FRAME_BYTES = 64 * 1024
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True, tag="run", tag_field="t"):
-    """Run one job: fork, enter ``job`` (a directory below the interpreter's own), call
-    ``main``. The paths are relative to that directory."""
+    """Run one job: enter ``job`` (a directory below the interpreter's own), call
+    ``main``. The paths are relative to that directory, but ``code`` for Bun: the
+    script's absolute path (its module, imported afresh for each job)."""
 
     job: str
     code: str
@@ -63,14 +67,17 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready", tag_field="t
 
     #: Its pid inside the sandbox's pid namespace (2 under bubblewrap).
     pid: int
-    python: str
+    #: The Python version (Python interpreters).
+    python: str = ""
     #: ``time.time()`` when it started.
     started_at: float
     #: Top-level imports of the script that failed while warming up (the job itself
     #: reports them when it runs), as ``"line N: Error: message"``.
     warmup_errors: list[str] = msgspec.field(default_factory=list)
-    #: Modules loaded once warm (``len(sys.modules)``).
+    #: Modules loaded once warm (``len(sys.modules)``; Bun: of ``require.cache``).
     modules: int = 0
+    #: The runtime and its version, e.g. ``bun 1.2.3`` (other than Python).
+    runtime: str = ""
 
 
 class Done(msgspec.Struct, frozen=True, kw_only=True, tag="done", tag_field="t"):
@@ -79,12 +86,17 @@ class Done(msgspec.Struct, frozen=True, kw_only=True, tag="done", tag_field="t")
     job: str
     #: Its exit code, or ``-N`` when signal N killed it.
     status: int
-    #: Its peak resident memory (``ru_maxrss``), KiB.
+    #: Its peak resident memory (``ru_maxrss``), KiB; 0 where not measured (a Bun job
+    #: runs in its interpreter's process, whose peak is not the job's).
     maxrss_kb: int = 0
     #: The interpreter's own resident memory afterwards, KiB.
     rss_kb: int = 0
     #: Leftover processes of the job that had to be killed.
     swept: int = 0
+    #: Why the interpreter must not serve another job (``uncaught``: an error escaped
+    #: the job; ``globals``: the job changed a built-in or global it could not undo),
+    #: empty when it may. The job's own outcome stands either way.
+    retire: str = ""
 
 
 ToInterpreter = Run | Kill | Stop

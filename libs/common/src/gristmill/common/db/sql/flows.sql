@@ -43,6 +43,9 @@ LIMIT $5 OFFSET $6;
 -- name: flow_exists
 SELECT EXISTS (SELECT 1 FROM flows WHERE workspace_id = $1 AND path = $2);
 
+-- name: flow_version
+SELECT version FROM flows WHERE workspace_id = $1 AND path = $2;
+
 -- name: flow_job
 -- A flow job's definition, with its state (NULL before it started), optionally locked.
 SELECT
