@@ -29,8 +29,12 @@ from gristmill.worker.dedicated.protocol import Run
 from gristmill.worker.execution.launch import Command
 from gristmill.worker.execution.request import ExecutionRequest
 from gristmill.worker.execution.runners.typescript import (
+    ARGS_FILE,
     BOOTSTRAP,
+    BUN_RUN_FLAGS,
     INSTALL_HINT,
+    RESULT_FILE,
+    SCRIPT_FILE,
     TypeScriptRunner,
     default_bun_bin,
     typescript_cache_dir,
@@ -43,13 +47,13 @@ if TYPE_CHECKING:
 __all__ = ["BunTemplate"]
 
 _TEMPLATE: Final = Path(__file__).with_name("bun_template.mjs")
-_SCRIPT: Final = "main.ts"
-# What the ordinary bootstrap reads and writes, relative to the job's directory.
-_ARGS: Final = ".gristmill/args.json"
-_RESULT: Final = ".gristmill/result.json"
+# What the ordinary bootstrap reads and writes, relative to the job's directory, and
+# Bun's flags for an ordinary ``bun`` job: the same as ``TypeScriptRunner``'s.
+_SCRIPT: Final = SCRIPT_FILE
+_ARGS: Final = ARGS_FILE
+_RESULT: Final = RESULT_FILE
 _ENV: Final = ".gristmill/env.json"
-#: Bun's flags for an ordinary ``bun`` job (``TypeScriptRunner.prepare``).
-_FLAGS: Final = ("run", "--no-env-file", "--install=fallback", "--prefer-offline")
+_FLAGS: Final = BUN_RUN_FLAGS
 
 
 class _Arguments(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,8 +64,12 @@ from gristmill.worker.execution.runners.base import Finished, RunResult, collect
 from gristmill.worker.execution.settings import ExecutorSettings
 
 __all__ = [
+    "ARGS_FILE",
     "BOOTSTRAP",
+    "BUN_RUN_FLAGS",
     "INSTALL_HINT",
+    "RESULT_FILE",
+    "SCRIPT_FILE",
     "TypeScriptRunner",
     "default_bun_bin",
     "default_deno_bin",
@@ -83,9 +87,16 @@ INSTALL_HINT: Final = (
     "put it on PATH, or set its path in the worker's settings"
 )
 _CONTROL_DIR: Final = ".gristmill"
-_ARGS: Final = f"{_CONTROL_DIR}/args.json"
-_RESULT: Final = f"{_CONTROL_DIR}/result.json"
-_SCRIPT: Final = "main.ts"
+#: Where a job's arguments, its result and its script are, in its directory.
+ARGS_FILE: Final = f"{_CONTROL_DIR}/args.json"
+RESULT_FILE: Final = f"{_CONTROL_DIR}/result.json"
+SCRIPT_FILE: Final = "main.ts"
+_ARGS: Final = ARGS_FILE
+_RESULT: Final = RESULT_FILE
+_SCRIPT: Final = SCRIPT_FILE
+#: ``bun`` before the bootstrap: no ``.env`` files, npm packages installed on first use
+#: and taken from the cache after that.
+BUN_RUN_FLAGS: Final = ("run", "--no-env-file", "--install=fallback", "--prefer-offline")
 _LOCKFILE: Final = "deno.lock"
 _DIGEST_CHARS: Final = 32
 _RUNTIME_OF: Final[dict[str, Runtime]] = {"bun": "bun", "deno": "deno", "nativets": "deno"}
@@ -255,7 +266,7 @@ class TypeScriptRunner:
                 "BUN_RUNTIME_TRANSPILER_CACHE_PATH": str(cache / "bun" / "transpiler"),
                 "DO_NOT_TRACK": "1",
             }
-            flags = ["run", "--no-env-file", "--install=fallback", "--prefer-offline"]
+            flags = list(BUN_RUN_FLAGS)
         else:
             environment = {
                 "DENO_DIR": str(cache / "deno"),
