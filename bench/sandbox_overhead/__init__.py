@@ -6,16 +6,27 @@ Two parts:
 * **executor level**, per language (python3, bash, bun, deno, go): the median wall
   time of one trivial job (``main(x)`` returns ``x``) through
   ``gristmill.worker.execution.execute`` with no sandbox (``bare``: the insecure mode)
-  and with the default sandbox (``sandboxed``: bubblewrap + seccomp + rlimits + memory
-  cgroup + per-job uid when root), and for Python through a warm interpreter
+  and with the default sandbox (bubblewrap + seccomp + rlimits + memory cgroup +
+  per-job uid when root) started the ordinary way (``sandboxed``:
+  ``prestarted_launchers=0``) and from pre-started launchers (``sandboxed,
+  pre-started``: ``sandbox.launcher``), and for Python through a warm interpreter
   (``dedicated``: ``WarmInterpreter.run``). Next to them, the runtime's own start
   (``process``: ``subprocess.run`` of an empty program, no executor). Configurations
-  alternate within each round; every figure is the median of the rounds' medians.
+  alternate within each round; before each job (untimed) the launchers the one before
+  may have used are replaced, then 0.1 s pass, so that no configuration's background
+  work (or recent cgroup move, which makes the next one fast) runs into another's
+  job: jobs far apart. Every figure is the median of the rounds' medians.
+* **pre-started launchers, A/B** (python3): ``prestarted_launchers=0`` against ``2``,
+  interleaved in one run, with jobs 0.2-0.5 s apart (alternating job by job; cgroup
+  moves are rare then, and each waits for an RCU grace period) and back to back
+  (alternating blocks of 10 jobs, the first 2 of each block not counted); medians and
+  quartiles, how many jobs found a launcher ready, the load average around each.
 * **end to end through the queue** (embedded PostgreSQL, production durability): a
   worker loop (in this process) drains N queued jobs of a saved trivial Python
   script, each with its job token (``JobContext``), claimed one at a time; the figure
-  is drain time / N, for an ordinary sandboxed worker and for a worker dedicated to
-  the script. Also the latency of single jobs (enqueue → completion row visible,
+  is drain time / N, for an ordinary sandboxed worker starting each job the ordinary
+  way and from pre-started launchers, and for a worker dedicated to the script.
+  Also the latency of single jobs (enqueue → completion row visible,
   polled every 0.5 ms) with a running worker woken by NOTIFY.
 
 Writes ``bench/results/sandbox_overhead.{json,md}``.
@@ -29,6 +40,7 @@ import functools
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -54,6 +66,7 @@ from gristmill.common.tokens import ensure_bootstrap
 from gristmill.common.wakeup import Wakeup
 from gristmill.worker.dedicated import DedicatedSettings, Spec, WarmInterpreter
 from gristmill.worker.execution import ExecutionRequest, ExecutorSettings, execute
+from gristmill.worker.execution.launch import prestarted
 from gristmill.worker.execution.runners.typescript import default_bun_bin, default_deno_bin
 from gristmill.worker.execution.settings import default_bash_bin, default_python_bin
 from gristmill.worker.job_context import JobContext
@@ -69,6 +82,20 @@ JOBS: dict[str, str] = {
     "go": "package inner\n\nfunc main(x int) (int, error) {\n\treturn x, nil\n}\n",
 }
 SCRIPT = "u/admin/noop"
+#: Column labels of the executor-level configurations.
+LABELS = {
+    "process": "process start",
+    "bare": "bare",
+    "sandboxed": "sandboxed",
+    "prestarted": "sandboxed, pre-started",
+    "dedicated": "dedicated",
+}
+#: Pre-started launchers per worker process in the ``prestarted`` configurations.
+LAUNCHERS = 2
+#: Between two jobs of the executor-level table (see ``settled``).
+PAUSE_S = 0.1
+#: Back-to-back blocks of the A/B: jobs per block, and those not counted at its start.
+BLOCK, BLOCK_WARMUP = 10, 2
 
 
 def _process_argv(language: str) -> list[str] | None:
@@ -92,8 +119,10 @@ async def _executor_level(args: argparse.Namespace) -> dict[str, Any]:
     root.chmod(0o755)
     configs = {
         "bare": ExecutorSettings(),
-        "sandboxed": ExecutorSettings(sandbox=sandbox),
+        "sandboxed": ExecutorSettings(sandbox=sandbox, prestarted_launchers=0),
+        "prestarted": ExecutorSettings(sandbox=sandbox, prestarted_launchers=LAUNCHERS),
     }
+    launchers = prestarted(configs["prestarted"])
     interpreter = await WarmInterpreter.start(
         Spec(workspace="main", path=SCRIPT, code=JOBS["python3"]),
         settings=configs["sandboxed"],
@@ -128,6 +157,17 @@ async def _executor_level(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"{language}/{config}: {outcome.error or outcome.result!r}")
         return elapsed * 1000
 
+    async def settled() -> None:
+        """Untimed: until the launchers a job took are replaced and ready, then a
+        pause, so that every job starts alike: nothing of another in flight, no
+        cgroup move just before (a move right after another one is fast)."""
+        if launchers is not None:
+            launchers.fill()
+            deadline = time.monotonic() + 5
+            while launchers.ready_count() < LAUNCHERS and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(PAUSE_S)
+
     async def dedicated(language: str, n: int) -> float:
         job = request(language, n)
         started = time.perf_counter()
@@ -146,7 +186,38 @@ async def _executor_level(args: argparse.Namespace) -> dict[str, Any]:
         )
         return (time.perf_counter() - started) * 1000
 
+    async def ab(spacing: str) -> dict[str, Any]:
+        """``sandboxed`` against ``prestarted``, python3, jobs ``spacing`` (see the
+        module docstring)."""
+        assert launchers is not None
+        samples: dict[str, list[float]] = {"sandboxed": [], "prestarted": []}
+        taken, missed = launchers.taken, launchers.missed
+        load_before = load_average()
+        if spacing == "apart":
+            for i in range(args.ab_samples):
+                for config in random.sample(list(samples), len(samples)):
+                    await asyncio.sleep(random.uniform(0.2, 0.5))
+                    samples[config].append(await through_executor("python3", config, i))
+        else:
+            for _ in range(max(1, args.ab_samples // (BLOCK - BLOCK_WARMUP))):
+                for config in random.sample(list(samples), len(samples)):
+                    await asyncio.sleep(0.3)
+                    for i in range(BLOCK):
+                        elapsed = await through_executor("python3", config, i)
+                        if i >= BLOCK_WARMUP:
+                            samples[config].append(elapsed)
+        return {
+            "median_ms": {c: statistics.median(v) for c, v in samples.items()},
+            "p25_ms": {c: percentile(v, 25) for c, v in samples.items()},
+            "p75_ms": {c: percentile(v, 75) for c, v in samples.items()},
+            "jobs": {c: len(v) for c, v in samples.items()},
+            "launcher_ready": launchers.taken - taken,
+            "launcher_missed": launchers.missed - missed,
+            "load_average": {"before": load_before, "after": load_average()},
+        }
+
     results: dict[str, Any] = {}
+    comparison: dict[str, Any] = {}
     try:
         for language in args.languages:
             measures: dict[str, Callable[[int], Awaitable[float]]] = {}
@@ -169,6 +240,7 @@ async def _executor_level(args: argparse.Namespace) -> dict[str, Any]:
                 samples: dict[str, list[float]] = {name: [] for name in measures}
                 for i in range(args.samples):
                     for name, measure in measures.items():  # alternate configurations
+                        await settled()
                         samples[name].append(await measure(i + 1))
                 for name, values in samples.items():
                     rounds[name].append(statistics.median(values))
@@ -181,16 +253,31 @@ async def _executor_level(args: argparse.Namespace) -> dict[str, Any]:
                 "median_ms": {name: summarize(values).to_dict() for name, values in rounds.items()},
                 "not_measured": skipped,
             }
+        if "python3" in args.languages and launchers is not None:
+            for spacing in ("apart", "back to back"):
+                comparison[spacing] = await ab(spacing)
+                figures = comparison[spacing]["median_ms"]
+                print(
+                    f"pre-started A/B, jobs {spacing}: ordinary {figures['sandboxed']:.2f} ms, "
+                    f"pre-started {figures['prestarted']:.2f} ms",
+                    file=sys.stderr,
+                )
     finally:
         await interpreter.close()
+        if launchers is not None:
+            launchers.close()
         shutil.rmtree(root, ignore_errors=True)
-    return {"sandbox": sandbox.describe(), "languages": results}
+    return {"sandbox": sandbox.describe(), "languages": results, "launchers_ab": comparison}
 
 
 async def _end_to_end(args: argparse.Namespace) -> dict[str, Any]:
 
     sandbox = await asyncio.to_thread(detect)
-    executor = ExecutorSettings(sandbox=sandbox)
+    executors = {
+        "sandboxed": ExecutorSettings(sandbox=sandbox, prestarted_launchers=0),
+        "prestarted": ExecutorSettings(sandbox=sandbox, prestarted_launchers=LAUNCHERS),
+        "dedicated": ExecutorSettings(sandbox=sandbox, prestarted_launchers=0),
+    }
     data = Path(tempfile.mkdtemp(prefix="gristmill-bench-e2e-"))
     data.chmod(0o755)
     results: dict[str, Any] = {}
@@ -200,8 +287,14 @@ async def _end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         pool = await create_pool(dsn, min_size=2, max_size=8)
         try:
             await ensure_bootstrap(pool, admin_token="bench-sandbox-overhead-token-0123456789")
-            paths = {"sandboxed": "u/admin/noop_ordinary", "dedicated": SCRIPT}
+            paths = {
+                "sandboxed": "u/admin/noop_ordinary",
+                "prestarted": "u/admin/noop_ordinary",
+                "dedicated": SCRIPT,
+            }
             for config, path in paths.items():
+                if config == "prestarted":
+                    continue  # the same script as sandboxed
                 async with pool.acquire() as conn:
                     await scripts.create_script(
                         conn,
@@ -234,7 +327,7 @@ async def _end_to_end(args: argparse.Namespace) -> dict[str, Any]:
                 return WorkerSettings(
                     tags=(tag,),
                     jobs_dir=data / "jobs",
-                    executor=executor,
+                    executor=executors[config],
                     dedicated=DedicatedSettings(scripts=(tag,)) if config == "dedicated" else None,
                 )
 
@@ -331,9 +424,9 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "## Executor level: one trivial job, median ms",
         "",
-        "| language | process start | bare | sandboxed | dedicated | sandbox adds ms "
-        "| sandboxed / bare | dedicated / bare |",
-        "|---|---|---|---|---|---|---|---|",
+        "| language | process start | bare | sandboxed | sandboxed, pre-started | dedicated "
+        "| sandbox adds ms | pre-started adds ms | sandboxed / bare | dedicated / bare |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(figures: dict[str, Any], name: str) -> str:
@@ -347,18 +440,44 @@ def _markdown(report: dict[str, Any]) -> str:
         figures = data["median_ms"]
         bare = figures.get("bare", {}).get("median")
         sandboxed = figures.get("sandboxed", {}).get("median")
+        pre = figures.get("prestarted", {}).get("median")
         warm = figures.get("dedicated", {}).get("median")
         adds = f"{sandboxed - bare:.2f}" if bare and sandboxed else "—"
+        pre_adds = f"{pre - bare:.2f}" if bare and pre else "—"
         ratio = f"{sandboxed / bare:.2f}x" if bare and sandboxed else "—"
         warm_ratio = f"{warm / bare:.2f}x" if bare and warm else "—"
         lines.append(
             f"| {language} | {cell(figures, 'process')} | {cell(figures, 'bare')} "
-            f"| {cell(figures, 'sandboxed')} | {cell(figures, 'dedicated')} "
-            f"| {adds} | {ratio} | {warm_ratio} |"
+            f"| {cell(figures, 'sandboxed')} | {cell(figures, 'prestarted')} "
+            f"| {cell(figures, 'dedicated')} | {adds} | {pre_adds} | {ratio} | {warm_ratio} |"
         )
         for name, why in data["not_measured"].items():
             notes.append(f"- {language} {name}: not measured ({why})")
     lines += ["", *notes] if notes else []
+    comparison = executor.get("launchers_ab") or {}
+    if comparison:
+        lines += [
+            "",
+            f"## Pre-started launchers A/B (python3, prestarted_launchers=0 vs {LAUNCHERS}, "
+            "interleaved; median ms, p25..p75)",
+            "",
+            "| jobs | sandboxed | sandboxed, pre-started | saved ms "
+            "| pre-started jobs that found a launcher ready (all run) "
+            "| jobs counted each | load average before, after |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for spacing, data in comparison.items():
+            median, p25, p75 = data["median_ms"], data["p25_ms"], data["p75_ms"]
+            served = data["launcher_ready"] + data["launcher_missed"]
+            lines.append(
+                f"| {'0.2-0.5 s apart' if spacing == 'apart' else spacing} "
+                f"| {median['sandboxed']:.2f} ({p25['sandboxed']:.2f}..{p75['sandboxed']:.2f}) "
+                f"| {median['prestarted']:.2f} "
+                f"({p25['prestarted']:.2f}..{p75['prestarted']:.2f}) "
+                f"| {median['sandboxed'] - median['prestarted']:.2f} "
+                f"| {data['launcher_ready']} of {served} | {data['jobs']['prestarted']} "
+                f"| {data['load_average']['before']:.2f}, {data['load_average']['after']:.2f} |"
+            )
     e2e = report.get("end_to_end")
     if e2e:
         lines += [
@@ -373,7 +492,8 @@ def _markdown(report: dict[str, Any]) -> str:
             drain = e2e["drain_ms_per_job"][config]
             latency = e2e["latency_ms"][config]
             lines.append(
-                f"| {config} | {drain['median']:.2f} ({drain['min']:.2f}..{drain['max']:.2f}) "
+                f"| {LABELS.get(config, config)} "
+                f"| {drain['median']:.2f} ({drain['min']:.2f}..{drain['max']:.2f}) "
                 f"| {latency['p50']['median']:.2f} | {latency['p99']['median']:.2f} |"
             )
         machine = e2e["machine"]
@@ -393,6 +513,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=30, help="jobs per config per round")
     parser.add_argument("--jobs", type=int, default=500, help="jobs drained per round")
     parser.add_argument("--latency-jobs", type=int, default=100)
+    parser.add_argument(
+        "--ab-samples", type=int, default=64, help="jobs per config and spacing, launcher A/B"
+    )
     parser.add_argument("--languages", default="python3,bash,bun,deno,go")
     parser.add_argument("--no-queue", action="store_true", help="executor level only")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "results")
@@ -400,6 +523,7 @@ def main(argv: list[str]) -> int:
     args.languages = [name.strip() for name in args.languages.split(",") if name.strip()]
     if args.quick:
         args.rounds, args.samples, args.jobs, args.latency_jobs = 1, 10, 100, 30
+        args.ab_samples = 24
     quiet_logging()
     load_before = load_average()
     started = time.monotonic()

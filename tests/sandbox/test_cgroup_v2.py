@@ -195,7 +195,8 @@ async def test_a_sandboxed_job_runs_in_its_v2_group_which_is_removed_after(
     """Through the executor and the real sandbox: the job's first process enters the
     v2 group, everything the job starts is in it, nothing is left after."""
     v2_only = msgspec.structs.replace(sandbox, cgroups=CgroupRoots(unified=parent))
-    settings = ExecutorSettings(sandbox=v2_only, kill_grace_s=0.5)
+    # The ordinary start (a pre-started launcher enters its group ahead: test_launcher.py).
+    settings = ExecutorSettings(sandbox=v2_only, kill_grace_s=0.5, prestarted_launchers=0)
     prefix = _relative(mount, parent)
     seen: set[int] = set()
 

@@ -32,8 +32,8 @@ OPEN_FILES = LIMITS.open_files or 0
 
 def _job_processes() -> list[int]:
     """Live processes (not zombies, which hold nothing but their pid) of jobs this test
-    process started: those in its job cgroups. (Other worker processes on this host
-    sandbox their jobs alike.)"""
+    process started: those in its job cgroups, but for pre-started launchers still
+    waiting for a job. (Other worker processes on this host sandbox their jobs alike.)"""
     mine = f"/gristmill.{os.getpid()}/"
     found = []
     for name in os.listdir("/proc"):
@@ -43,9 +43,11 @@ def _job_processes() -> list[int]:
                     groups = f.read()
                 with open(f"/proc/{name}/stat") as f:
                     state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    waiting = b"_launcher_main.py" in f.read()
             except (OSError, IndexError):
                 continue
-            if mine in groups and state not in ("Z", "X"):
+            if mine in groups and state not in ("Z", "X") and not waiting:
                 found.append(int(name))
     return found
 

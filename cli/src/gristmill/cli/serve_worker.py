@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import msgspec
 import structlog
 
 from gristmill.cli.runtime import data_dir
@@ -36,11 +37,14 @@ _INSECURE = (
 
 
 def _executor_settings(settings: Settings, sandbox: Sandbox | None) -> ExecutorSettings:
+    executor = ExecutorSettings(
+        log_max_bytes=settings.max_log_bytes,
+        sandbox=sandbox,
+        prestarted_launchers=settings.job_prestarted_launchers,
+    )
     if settings.python_bin:
-        return ExecutorSettings(
-            python_bin=settings.python_bin, log_max_bytes=settings.max_log_bytes, sandbox=sandbox
-        )
-    return ExecutorSettings(log_max_bytes=settings.max_log_bytes, sandbox=sandbox)
+        executor = msgspec.structs.replace(executor, python_bin=settings.python_bin)
+    return executor
 
 
 def sandbox_policy(settings: Settings) -> SandboxPolicy:

@@ -42,6 +42,7 @@ from gristmill.worker.execution import (
     ExecutorSettings,
     execute,
 )
+from gristmill.worker.execution.launch import close_launchers
 from gristmill.worker.flow_steps import is_flow_job, run_flow_job
 from gristmill.worker.job_context import JobContext
 from gristmill.worker.sdk import SDK_DIR
@@ -148,6 +149,7 @@ class Worker:
                 await heartbeat
             if self.dedicated is not None:
                 await self.dedicated.close()
+            close_launchers()  # the waiting pre-started ones; a later job starts new ones
             with contextlib.suppress(*_DB_ERRORS):
                 await self._pool.execute("DELETE FROM workers WHERE id = $1", self.id)
 

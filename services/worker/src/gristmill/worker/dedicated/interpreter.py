@@ -81,6 +81,7 @@ from gristmill.worker.execution.runners.python import BOOTSTRAP, PythonRunner
 from gristmill.worker.pyenv import sys_path_code
 from gristmill.worker.sandbox import ResourceUsage
 from gristmill.worker.sandbox.job import chown_tree
+from gristmill.worker.sandbox.process import SandboxedProcess
 from gristmill.worker.sdk import SDK_DIR
 
 __all__ = ["InterpreterFailed", "Spec", "WarmInterpreter"]
@@ -581,19 +582,8 @@ class WarmInterpreter:
 
     def _oom_kills(self) -> int:
         """OOM kills so far in the interpreter's memory cgroup (0 without one)."""
-        sandbox = self._settings.sandbox
-        if sandbox is None or sandbox.cgroups is None or sandbox.cgroups.memory is None:
-            return 0
-        group = os.path.join(sandbox.cgroups.memory, f"job-{self._own.job_id}")
-        try:
-            with open(os.path.join(group, "memory.oom_control"), encoding="ascii") as f:
-                for line in f:
-                    name, _, value = line.partition(" ")
-                    if name == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            pass
-        return 0
+        process = self._launched.process
+        return process.oom_kills() if isinstance(process, SandboxedProcess) else 0
 
     # -- after a job -----------------------------------------------------------------------
 

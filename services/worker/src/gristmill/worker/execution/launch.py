@@ -6,6 +6,13 @@ actually executed: this is where the sandbox (``ExecutorSettings.sandbox``) wrap
 command (``bwrap ... --``, see ``gristmill.worker.sandbox``). The process always starts
 in a new session (so it and its children form one process group), with stdin on
 ``/dev/null`` and stdout/stderr on pipes the executor reads.
+
+A sandboxed job starts in a pre-started launcher when one is ready
+(``sandbox.launcher``, ``ExecutorSettings.prestarted_launchers``): a process already in
+fresh job cgroups that becomes the job's bubblewrap, sparing the job's start the
+cgroup move and the ``sh``/``setpriv`` steps; else (none ready, cgroup limits of the
+job's own, a launch prefix of the operator's, a dedicated interpreter) the ordinary
+way.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import subprocess
 from pathlib import Path
 
 import msgspec
+import structlog
 
 from gristmill.worker.execution.job_process import JobProcess
 from gristmill.worker.execution.request import ExecutionRequest
-from gristmill.worker.execution.settings import ExecutorSettings
+from gristmill.worker.execution.settings import ExecutorSettings, default_launch_prefix
 from gristmill.worker.sandbox import Limits, ResourceUsage, Sandbox
 from gristmill.worker.sandbox import process as sandbox_process
 from gristmill.worker.sandbox.job import SHARED_NAME, JobSandbox
+from gristmill.worker.sandbox.launcher import LauncherGone, Launchers, close_all, launchers
 
 __all__ = [
     "Command",
@@ -30,10 +39,14 @@ __all__ = [
     "OutputPipe",
     "build_argv",
     "build_env",
+    "close_launchers",
     "job_limits",
     "job_sandbox",
     "launch",
+    "prestarted",
 ]
+
+_log = structlog.get_logger(__name__)
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,11 +97,14 @@ def build_argv(
 
     Every job process is started through here: ``command.argv`` wrapped by the job's
     ``sandbox`` (which binds ``workdir`` read-write and ``command.readonly_paths``
-    read-only), after ``settings.launch_prefix``.
+    read-only), after ``settings.launch_prefix`` (which a pre-started launcher stands
+    in for: it sets the parent-death signal itself).
     """
     del workdir  # the sandbox has it already
-    argv = list(command.argv) if sandbox is None else sandbox.wrap(command.argv)
-    return [*settings.launch_prefix, *argv]
+    if sandbox is None:
+        return [*settings.launch_prefix, *command.argv]
+    prefix = () if sandbox.launcher is not None else settings.launch_prefix
+    return [*prefix, *sandbox.wrap(command.argv)]
 
 
 def build_env(request: ExecutionRequest, settings: ExecutorSettings) -> dict[str, str]:
@@ -113,11 +129,30 @@ def launch(
     """Start ``command`` in ``request.workdir`` in a new session (in the running loop).
 
     ``pass_fds``: more descriptors the command inherits at the same numbers (a
-    dedicated interpreter's control socket).
+    dedicated interpreter's control socket). Such a process starts the ordinary way,
+    never in a pre-started launcher: it starts once for many jobs, so sparing its
+    start a few milliseconds gains nothing, and its job cgroup keeps the job's name
+    (``job-<id>``), where the dedicated pool looks for its OOM kills.
 
     Raises ``OSError`` or ``ValueError`` (e.g. a NUL byte in an argument) when the
     process cannot be started; no file descriptor is leaked either way.
     """
+    launchers = None if pass_fds else prestarted(settings)
+    try:
+        return _launch(command, request, settings, pass_fds, launchers=launchers)
+    except LauncherGone as exc:
+        _log.warning("pre-started launcher gone; the job starts the ordinary way", error=str(exc))
+        return _launch(command, request, settings, pass_fds, launchers=None)
+
+
+def _launch(
+    command: Command,
+    request: ExecutionRequest,
+    settings: ExecutorSettings,
+    pass_fds: tuple[int, ...],
+    *,
+    launchers: Launchers | None,
+) -> Launched:
     program = command.argv[0]
     wrapped = bool(settings.launch_prefix) or settings.sandbox is not None
     if wrapped and os.path.isabs(program) and not os.access(program, os.X_OK):
@@ -128,13 +163,16 @@ def launch(
         unsandboxed = settings.sandbox is None
         _place_shared(request.workdir / SHARED_NAME, request.shared_dir, linked=unsandboxed)
     if settings.sandbox is not None:
+        box = job_sandbox(request, settings)
+        limits = job_limits(request, settings)
         sandbox = JobSandbox(
-            job_sandbox(request, settings),
+            box,
             job_id=request.job_id,
             workdir=request.workdir,
             readonly_paths=command.readonly_paths,
-            limits=job_limits(request, settings),
+            limits=limits,
             shared_dir=request.shared_dir,
+            launcher=None if launchers is None else launchers.take(limits),
         )
     read_fds: list[tuple[int, str]] = []
     write_fds: list[int] = []
@@ -149,18 +187,24 @@ def launch(
             err_r, err_w = os.pipe()
             read_fds.append((err_r, "stderr"))
             write_fds.append(err_w)
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            # A job with its own uid may not reach the workdir's parents: bwrap binds
-            # it from a descriptor and changes into it.
-            cwd=request.workdir if sandbox is None else "/",
-            env=env,
-            start_new_session=True,
-            pass_fds=(*pass_fds, *(() if sandbox is None else sandbox.pass_fds)),
-        )
+        inherited = (*pass_fds, *(() if sandbox is None else sandbox.pass_fds))
+        # A job with its own uid may not reach the workdir's parents: bwrap binds it
+        # from a descriptor and changes into it.
+        cwd = str(request.workdir) if sandbox is None else "/"
+        if sandbox is not None and sandbox.launcher is not None:
+            fds = {fd: fd for fd in inherited} | {1: out_w, 2: err_w}
+            popen = sandbox.launcher.start(argv, env=env, cwd=cwd, fds=fds, uid=sandbox.user)
+        else:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=inherited,
+            )
     except BaseException:
         for fd, _ in read_fds:
             os.close(fd)
@@ -226,3 +270,30 @@ def job_limits(request: ExecutionRequest, settings: ExecutorSettings) -> Limits:
 
 #: Runtimes that reserve far more address space than they use (Deno's V8 heap cage).
 _RESERVES_ADDRESS_SPACE = frozenset({"deno", "nativets"})
+
+
+def prestarted(settings: ExecutorSettings) -> Launchers | None:
+    """This process's pre-started launchers for ``settings`` (``sandbox.launcher``);
+    ``None`` where jobs always start the ordinary way: switched off, no job cgroups
+    (no move to spare), or a launch prefix of the operator's (it must run first)."""
+    sandbox = settings.sandbox
+    if (
+        sandbox is None
+        or sandbox.cgroups is None
+        or settings.prestarted_launchers < 1
+        or settings.launch_prefix not in ((), default_launch_prefix())
+        or not os.path.isabs(sandbox.bwrap)
+    ):
+        return None
+    return launchers(
+        settings.python_bin,
+        sandbox.cgroups,
+        sandbox.policy.limits,
+        size=settings.prestarted_launchers,
+    )
+
+
+def close_launchers() -> None:
+    """End this process's waiting pre-started launchers, their cgroups removed: when a
+    worker stops (and at exit in any case). A later job starts new ones."""
+    close_all()

@@ -75,6 +75,7 @@ _NON_NEGATIVE = (
     "log_flush_max_delay_s",
     "kill_grace_s",
     "max_result_bytes",
+    "prestarted_launchers",
 )
 
 
@@ -103,6 +104,12 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: The sandbox every job runs in (``sandbox.detect()``); ``None`` runs jobs as plain
     #: child processes, which only an explicitly insecure worker does.
     sandbox: Sandbox | None = None
+    #: Job processes kept started ahead per worker process, each already in fresh job
+    #: cgroups with the sandbox's default limits (``sandbox.launcher``), so that a job's
+    #: start does not wait for its cgroup move; 0 switches them off. Used by sandboxed
+    #: jobs with cgroups whose cgroup limits are the defaults, and only with the default
+    #: (or no) ``launch_prefix``.
+    prestarted_launchers: int = 2
 
     def __post_init__(self) -> None:
         for name in _NON_NEGATIVE:

@@ -13,7 +13,9 @@ argv into the sandboxed one::
 
 The shell moves itself (so everything it becomes and starts) into the job's cgroups.
 In cgroup v1 a move waits for an RCU grace period when moves are rare (milliseconds):
-the job's own first process waits, never the worker's event loop.
+the job's own first process waits, never the worker's event loop. A pre-started
+launcher (``launcher.py``) did that move ahead of time and takes the job's uid
+itself: the job's argv is then bubblewrap's alone.
 
 With a per-job uid, bubblewrap runs as that uid and waits, once it has created the
 job's user namespace, for ``handshake_step`` to write the namespace's uid and gid
@@ -45,6 +47,7 @@ import structlog
 from gristmill.worker.sandbox import seccomp
 from gristmill.worker.sandbox.bwrap import bwrap_options, readonly_mounts
 from gristmill.worker.sandbox.etc import synthesized
+from gristmill.worker.sandbox.launcher import Launcher
 from gristmill.worker.sandbox.limits import JobCgroup, Limits, ResourceUsage, prlimit_args
 from gristmill.worker.sandbox.policy import Sandbox
 
@@ -151,6 +154,7 @@ class JobSandbox:
         writable_paths: Sequence[str] = (),
         user: int | None = None,
         shared_dir: Path | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         """Prepare everything the job's process will be handed.
 
@@ -158,9 +162,11 @@ class JobSandbox:
         besides ``workdir``; ``user``: a fixed host uid to run as instead of one of
         the per-job uids (where jobs get their own), which ``workdir`` is given to;
         ``shared_dir``: a same_worker flow's folder, read-write at ``./shared`` (an
-        empty directory ``SHARED_NAME`` in ``workdir``), given to the job's uid too.
+        empty directory ``SHARED_NAME`` in ``workdir``), given to the job's uid too;
+        ``launcher``: a pre-started process, already in groups made for ``limits``,
+        to become the job's first process (ended by ``finish`` if it never does).
 
-        Raises ``OSError`` (nothing is left behind then).
+        Raises ``OSError`` (nothing is left behind then, the launcher included).
         """
         self.sandbox = sandbox
         self.limits = limits
@@ -170,7 +176,9 @@ class JobSandbox:
         self._handshake: tuple[int, int] | None = None  # our ends: (info, userns block)
         self._info = b""
         self._slot: int | None = None
-        self._cgroup: JobCgroup | None = None
+        #: The pre-started process that becomes the job's first one, if any.
+        self.launcher = launcher
+        self._cgroup: JobCgroup | None = None if launcher is None else launcher.cgroup
         self._finished = False
         policy = sandbox.policy
         handshake: list[str] = []
@@ -193,7 +201,7 @@ class JobSandbox:
                 self._handshake = (info_r, block_w)
                 self._keep(block_r)
                 handshake = ["--info-fd", str(info_w), "--userns-block-fd", str(block_r)]
-            if sandbox.cgroups is not None:
+            if sandbox.cgroups is not None and self._cgroup is None:
                 self._cgroup = JobCgroup(sandbox.cgroups, f"job-{job_id}", limits)
             workdir_fd = self._keep(os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             readonly = [
@@ -244,6 +252,8 @@ class JobSandbox:
         if rlimits:
             command += [sandbox.prlimit, *rlimits, "--"]
         command += argv
+        if self.launcher is not None:
+            return command  # in the job's cgroups already; it takes the job's uid itself
         if self.user is not None:
             # Here rather than by the worker's fork: the fork stays a cheap vfork.
             user = str(self.user)
@@ -315,6 +325,13 @@ class JobSandbox:
                 raise TimeoutError(f"bubblewrap did not start within {timeout_s:g} s")
             self.handshake_step()
 
+    def oom_kills(self) -> int:
+        """OOM kills in the job's memory cgroup so far (0 without one): for a process
+        that outlives its jobs (a dedicated interpreter), read while it runs."""
+        if self._cgroup is None or self._finished:
+            return 0
+        return self._cgroup.usage()[1]
+
     def finish(self) -> ResourceUsage:
         """What the job used; its leftovers killed, its cgroups and uid released.
 
@@ -324,6 +341,8 @@ class JobSandbox:
         if self._finished:
             return ResourceUsage(limits=self.limits)
         self._finished = True
+        if self.launcher is not None:
+            self.launcher.done()  # ended if it never became the job's
         self._close_child_fds()
         self._close_handshake()
         usage = ResourceUsage(limits=self.limits)

@@ -65,6 +65,10 @@ class SandboxedProcess(JobProcess):
                 self._loop.remove_reader(self._handshake_fd)
             self._handshake_fd = None
 
+    def oom_kills(self) -> int:
+        """OOM kills in the job's memory cgroup so far (v1 or v2; 0 without one)."""
+        return self._job.oom_kills()
+
     def reap(self) -> int:
         if self._returncode is None:
             returncode = super().reap()
