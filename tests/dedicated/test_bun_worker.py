@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -18,13 +17,8 @@ import msgspec
 from gristmill.common import scripts
 from gristmill.common.contracts.runs import (
     RetryPolicy,
-    RunRequest,
-    ScriptPath,
-    Trigger,
-    TriggerKind,
 )
-from gristmill.common.queue import ClaimedJob, NewJob, Queue
-from gristmill.common.runs import resolve
+from gristmill.common.queue import ClaimedJob, Queue
 from gristmill.common.tokens import ensure_bootstrap, lookup_token
 from gristmill.common.wakeup import Wakeup
 from gristmill.worker.dedicated import DedicatedSettings
@@ -32,6 +26,7 @@ from gristmill.worker.execution import ExecutorSettings
 from gristmill.worker.job_context import JobContext
 from gristmill.worker.service import Worker, WorkerSettings
 from tests.dedicated.conftest import DataDir
+from tests.dedicated.test_worker import completed, drain, resolved_job
 
 WORKSPACE = "main"
 PATH = "u/admin/bun_counter"
@@ -68,19 +63,6 @@ async def _save(pg_pool: asyncpg.Pool, code: str) -> None:
         )
 
 
-async def _job(pg_pool: asyncpg.Pool, args: dict[str, Any]) -> NewJob:
-    request = RunRequest(
-        job_id=uuid.uuid4(),
-        workspace=WORKSPACE,
-        runnable=ScriptPath(path=PATH),
-        requested_by="admin",
-        trigger=Trigger(kind=TriggerKind.API),
-        args=args,
-    )
-    async with pg_pool.acquire() as conn:
-        return await resolve(conn, request)
-
-
 def _settings(data_dir: DataDir, executor: ExecutorSettings) -> WorkerSettings:
     return WorkerSettings(
         tags=(TAG,),
@@ -91,30 +73,12 @@ def _settings(data_dir: DataDir, executor: ExecutorSettings) -> WorkerSettings:
     )
 
 
-async def _drain(
-    pg_pool: asyncpg.Pool, database_url: str, settings: WorkerSettings, job_env: Any = None
-) -> Worker:
-    """Run a worker in burst mode until nothing is left that it may claim."""
-    queue = Queue(pg_pool)
-    async with Wakeup(database_url, settings.tags, mode="poll", poll_interval_s=0.05) as wakeup:
-        worker = Worker(pg_pool, queue, wakeup, settings, job_env=job_env)
-        await worker.run(asyncio.Event(), burst=True)
-    return worker
-
-
-async def _completed(pg_pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    rows = await pg_pool.fetch(
-        "SELECT id, status, result, error FROM jobs_completed WHERE id = ANY($1::uuid[])", ids
-    )
-    return {row["id"]: row for row in rows}
-
-
 async def test_two_hundred_bun_jobs_on_one_warm_interpreter(
     pg_pool: asyncpg.Pool, database_url: str, data_dir: DataDir, settings: ExecutorSettings
 ) -> None:
     await ensure_bootstrap(pg_pool, admin_token=ADMIN_TOKEN)
     await _save(pg_pool, COUNTER)
-    template = await _job(pg_pool, {"n": 0})
+    template = await resolved_job(pg_pool, PATH, {"n": 0})
     assert template.tag == TAG
     jobs = [msgspec.structs.replace(template, id=uuid.uuid4(), args={"n": n}) for n in range(200)]
     queue = Queue(pg_pool)
@@ -128,9 +92,9 @@ async def test_two_hundred_bun_jobs_on_one_warm_interpreter(
         tokens[job.id] = env["WM_TOKEN"]
         return env
 
-    worker = await _drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
+    worker = await drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
 
-    done = await _completed(pg_pool, [job.id for job in jobs])
+    done = await completed(pg_pool, [job.id for job in jobs])
     assert len(done) == 200
     processes = set()
     for job in jobs:
@@ -166,10 +130,11 @@ async def test_a_crash_is_retried_per_policy_on_a_new_interpreter(
     )
     await _save(pg_pool, code)
     retried = msgspec.structs.replace(
-        await _job(pg_pool, {"n": 1}), retry=RetryPolicy(max_attempts=2, delay_s=0)
+        await resolved_job(pg_pool, PATH, {"n": 1}), retry=RetryPolicy(max_attempts=2, delay_s=0)
     )
-    thrown = await _job(pg_pool, {"n": 2})
-    before, after = await _job(pg_pool, {"n": 0}), await _job(pg_pool, {"n": 3})
+    thrown = await resolved_job(pg_pool, PATH, {"n": 2})
+    before = await resolved_job(pg_pool, PATH, {"n": 0})
+    after = await resolved_job(pg_pool, PATH, {"n": 3})
     queue = Queue(pg_pool)
     for job in (before, retried, thrown, after):  # one at a time, in this order
         await queue.enqueue([job])
@@ -177,8 +142,8 @@ async def test_a_crash_is_retried_per_policy_on_a_new_interpreter(
     async def job_env(job: ClaimedJob) -> dict[str, str]:
         return {"ATTEMPT": str(job.attempt)}
 
-    worker = await _drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
-    done = await _completed(pg_pool, [before.id, retried.id, thrown.id, after.id])
+    worker = await drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
+    done = await completed(pg_pool, [before.id, retried.id, thrown.id, after.id])
     assert done[before.id]["status"] == "success"
     assert done[retried.id]["status"] == "success"  # its second attempt
     assert done[retried.id]["result"]["n"] == 1
@@ -209,9 +174,9 @@ async def test_timeout_and_cancel_of_warm_bun_jobs(
         "  }\n",
     )
     await _save(pg_pool, code)
-    slow = msgspec.structs.replace(await _job(pg_pool, {"n": -1}), timeout_s=1)
-    canceled = await _job(pg_pool, {"n": -2})
-    fine = await _job(pg_pool, {"n": 5})
+    slow = msgspec.structs.replace(await resolved_job(pg_pool, PATH, {"n": -1}), timeout_s=1)
+    canceled = await resolved_job(pg_pool, PATH, {"n": -2})
+    fine = await resolved_job(pg_pool, PATH, {"n": 5})
     queue = Queue(pg_pool)
     stop = asyncio.Event()
     worker_settings = _settings(data_dir, settings)
@@ -234,7 +199,7 @@ async def test_timeout_and_cancel_of_warm_bun_jobs(
         finally:
             stop.set()
             await running
-    done = await _completed(pg_pool, [slow.id, canceled.id, fine.id])
+    done = await completed(pg_pool, [slow.id, canceled.id, fine.id])
     assert done[slow.id]["status"] == "failure"
     assert done[slow.id]["error"]["name"] == "Timeout"
     assert done[slow.id]["error"]["exit_reason"] == "timeout"
@@ -249,5 +214,5 @@ async def test_timeout_and_cancel_of_warm_bun_jobs(
 
 async def _wait_for(pg_pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
     async with asyncio.timeout(60):
-        while not await _completed(pg_pool, [job_id]):
+        while not await completed(pg_pool, [job_id]):
             await asyncio.sleep(0.05)

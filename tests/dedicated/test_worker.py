@@ -61,7 +61,7 @@ async def _save(pg_pool: asyncpg.Pool, path: str, code: str, **extra: Any) -> No
         )
 
 
-async def _job(pg_pool: asyncpg.Pool, path: str, args: dict[str, Any]) -> NewJob:
+async def resolved_job(pg_pool: asyncpg.Pool, path: str, args: dict[str, Any]) -> NewJob:
     request = RunRequest(
         job_id=uuid.uuid4(),
         workspace=WORKSPACE,
@@ -87,7 +87,7 @@ def _settings(
     )
 
 
-async def _drain(
+async def drain(
     pg_pool: asyncpg.Pool,
     database_url: str,
     settings: WorkerSettings,
@@ -101,7 +101,7 @@ async def _drain(
     return worker
 
 
-async def _completed(pg_pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+async def completed(pg_pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
     rows = await pg_pool.fetch(
         "SELECT id, status, result, error FROM jobs_completed WHERE id = ANY($1::uuid[])", ids
     )
@@ -114,18 +114,18 @@ async def test_a_script_saved_dedicated_is_claimed_only_by_its_dedicated_worker(
     await ensure_bootstrap(pg_pool, admin_token="dedicated-tests-admin-token-0123456789")
     await _save(pg_pool, PATH, COUNTER, dedicated_worker=True)
     await _save(pg_pool, "u/admin/ordinary", "def main():\n    return 'ordinary'\n")
-    dedicated = await _job(pg_pool, PATH, {"n": 7})
-    ordinary = await _job(pg_pool, "u/admin/ordinary", {})
+    dedicated = await resolved_job(pg_pool, PATH, {"n": 7})
+    ordinary = await resolved_job(pg_pool, "u/admin/ordinary", {})
     assert dedicated.tag == TAG
     assert ordinary.tag == "python3"
     await Queue(pg_pool).enqueue([dedicated, ordinary])
 
-    await _drain(pg_pool, database_url, _settings(data_dir, settings, dedicated=False))
-    done = await _completed(pg_pool, [dedicated.id, ordinary.id])
+    await drain(pg_pool, database_url, _settings(data_dir, settings, dedicated=False))
+    done = await completed(pg_pool, [dedicated.id, ordinary.id])
     assert set(done) == {ordinary.id}  # the ordinary worker left the dedicated job alone
 
-    worker = await _drain(pg_pool, database_url, _settings(data_dir, settings))
-    done = await _completed(pg_pool, [dedicated.id])
+    worker = await drain(pg_pool, database_url, _settings(data_dir, settings))
+    done = await completed(pg_pool, [dedicated.id])
     assert done[dedicated.id]["status"] == "success"
     assert done[dedicated.id]["result"]["n"] == 7
     assert worker.dedicated is not None
@@ -137,7 +137,7 @@ async def test_a_thousand_jobs_on_one_warm_interpreter(
 ) -> None:
     await ensure_bootstrap(pg_pool, admin_token="dedicated-tests-admin-token-0123456789")
     await _save(pg_pool, PATH, COUNTER, dedicated_worker=True)
-    template = await _job(pg_pool, PATH, {"n": 0})
+    template = await resolved_job(pg_pool, PATH, {"n": 0})
     jobs = [msgspec.structs.replace(template, id=uuid.uuid4(), args={"n": n}) for n in range(1000)]
     queue = Queue(pg_pool)
     for start in range(0, len(jobs), 250):
@@ -151,9 +151,9 @@ async def test_a_thousand_jobs_on_one_warm_interpreter(
         tokens[job.id] = env["WM_TOKEN"]
         return env
 
-    worker = await _drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
+    worker = await drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
 
-    done = await _completed(pg_pool, [job.id for job in jobs])
+    done = await completed(pg_pool, [job.id for job in jobs])
     assert len(done) == 1000
     parents = set()
     for job in jobs:
@@ -185,10 +185,11 @@ async def test_a_crash_mid_job_is_retried_per_policy_on_a_new_interpreter(
     )
     await _save(pg_pool, PATH, code, dedicated_worker=True)
     retried = msgspec.structs.replace(
-        await _job(pg_pool, PATH, {"n": 1}), retry=RetryPolicy(max_attempts=2, delay_s=0)
+        await resolved_job(pg_pool, PATH, {"n": 1}), retry=RetryPolicy(max_attempts=2, delay_s=0)
     )
-    segfault = await _job(pg_pool, PATH, {"n": 2})
-    before, after = await _job(pg_pool, PATH, {"n": 0}), await _job(pg_pool, PATH, {"n": 3})
+    segfault = await resolved_job(pg_pool, PATH, {"n": 2})
+    before = await resolved_job(pg_pool, PATH, {"n": 0})
+    after = await resolved_job(pg_pool, PATH, {"n": 3})
     queue = Queue(pg_pool)
     for job in (before, retried, segfault, after):  # one at a time, in this order
         await queue.enqueue([job])
@@ -196,8 +197,8 @@ async def test_a_crash_mid_job_is_retried_per_policy_on_a_new_interpreter(
     async def job_env(job: ClaimedJob) -> dict[str, str]:
         return {"ATTEMPT": str(job.attempt)}
 
-    worker = await _drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
-    done = await _completed(pg_pool, [before.id, retried.id, segfault.id, after.id])
+    worker = await drain(pg_pool, database_url, _settings(data_dir, settings), job_env)
+    done = await completed(pg_pool, [before.id, retried.id, segfault.id, after.id])
     assert done[before.id]["status"] == "success"
     assert done[retried.id]["status"] == "success"  # its second attempt
     assert done[retried.id]["result"]["n"] == 1
@@ -260,12 +261,12 @@ async def test_flow_steps_of_a_dedicated_script_run_on_its_dedicated_worker(
         ]
         try:
             async with asyncio.timeout(60):
-                while not (await _completed(pg_pool, [request.job_id])):
+                while not (await completed(pg_pool, [request.job_id])):
                     await asyncio.sleep(0.05)
         finally:
             stop.set()
             await asyncio.gather(*running)
-    flow = (await _completed(pg_pool, [request.job_id]))[request.job_id]
+    flow = (await completed(pg_pool, [request.job_id]))[request.job_id]
     assert flow["status"] == "success", flow["error"]
     assert flow["result"]["n"] == 2
     steps = await pg_pool.fetch(
@@ -287,8 +288,8 @@ async def test_the_worker_command_dedicated_to_a_script(
     await ensure_bootstrap(pg_pool, admin_token="dedicated-tests-admin-token-0123456789")
     await _save(pg_pool, PATH, COUNTER, dedicated_worker=True)
     await _save(pg_pool, "u/admin/ordinary", "def main():\n    return 'ordinary'\n")
-    jobs = [await _job(pg_pool, PATH, {"n": n}) for n in range(3)]
-    ordinary = await _job(pg_pool, "u/admin/ordinary", {})
+    jobs = [await resolved_job(pg_pool, PATH, {"n": n}) for n in range(3)]
+    ordinary = await resolved_job(pg_pool, "u/admin/ordinary", {})
     await Queue(pg_pool).enqueue([*jobs, ordinary])
     env = {
         "GRISTMILL_DATABASE_URL": database_url,
@@ -302,7 +303,7 @@ async def test_the_worker_command_dedicated_to_a_script(
     assert code == 0, output
     assert "dedicated worker" in output
     assert TAG in output
-    done = await _completed(pg_pool, [job.id for job in jobs] + [ordinary.id])
+    done = await completed(pg_pool, [job.id for job in jobs] + [ordinary.id])
     assert set(done) == {job.id for job in jobs}  # not the ordinary job
     assert {done[job.id]["result"]["n"] for job in jobs} == {0, 1, 2}
     assert len({done[job.id]["result"]["parent"] for job in jobs}) == 1  # one warm process
