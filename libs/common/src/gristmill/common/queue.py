@@ -528,12 +528,12 @@ class Queue:
         statement and one commit; the others (flow steps, whose parent advances with
         them; results stored in the cache) each end as ``complete`` would end them.
         """
-        plain = [
-            item
-            for item in done
-            if (item.job.parent_job is None or self._on_child_finished is None)
+        alone = [
+            (item.job.parent_job is None or self._on_child_finished is None)
             and result_cache.cache_of(item.job.meta) is None
+            for item in done
         ]
+        plain = [item for item, single in zip(done, alone, strict=True) if single]
         ended: set[uuid.UUID] = set()
         if plain:
             rows = await self._pool.fetch(
@@ -558,9 +558,8 @@ class Queue:
                         worker=item.job.worker,
                     )
         recorded: list[bool] = []
-        plain_ids = {id(item) for item in plain}
-        for item in done:
-            if id(item) in plain_ids:
+        for item, single in zip(done, alone, strict=True):
+            if single:
                 recorded.append(item.job.id in ended)
             else:
                 recorded.append(

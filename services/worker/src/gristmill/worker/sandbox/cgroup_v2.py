@@ -271,9 +271,7 @@ class Group:
         """SIGKILL everything in the group at once (``cgroup.kill``), else one by one."""
         try:
             cgroupfs.write(self.path, "cgroup.kill", "1")
-        except FileNotFoundError:  # before kernel 5.14 (or the group is gone)
-            cgroupfs.kill_members(self.path)
-        except OSError:
+        except OSError:  # no cgroup.kill before kernel 5.14 (or the group is gone)
             cgroupfs.kill_members(self.path)
 
     def remove(self) -> bool:
